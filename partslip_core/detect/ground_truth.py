@@ -1,0 +1,108 @@
+"""ProjectedGroundTruthDetector: boxes from known part labels. A TEST AND EVALUATION TOOL, never a default.
+
+It answers "how well do the 3D lifting stages (superpoints, voting, instances) do when the 2D
+detector is perfect, or degraded in a controlled way?". It reads the rendered index maps (which a
+real detector never sees) and the ground-truth per-point labels of the cloud being segmented, and
+returns one box per visible part instance per view, optionally with jitter, dropped boxes and
+false positives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from partslip_core.types import RenderedViews, ViewDetections
+
+
+@dataclass
+class GroundTruthNoise:
+    """Controlled degradation. jitter: box corners move by N(0, jitter * box size) per coordinate;
+    drop_probability: each true box is dropped with this probability; false_positives_per_view:
+    mean (Poisson) number of random boxes with random labels per view."""
+
+    jitter: float = 0.0
+    drop_probability: float = 0.0
+    false_positives_per_view: float = 0.0
+    min_pixels: int = 16  # instance masks smaller than this in a view produce no box
+
+
+class ProjectedGroundTruthDetector:
+    """Boxes = 2D bounds of each ground-truth part instance's pixels in each rendered view (test/eval only).
+
+    point_label: (N,) int64 part index per point of the cloud passed to ``segment`` (-1 = none);
+    point_instance: (N,) int64 instance id per point (-1 = none). Labels index the part_names given
+    to ``detect``.
+    """
+
+    name = "ground_truth"
+
+    def __init__(self, point_label: np.ndarray, point_instance: np.ndarray,
+                 noise: GroundTruthNoise | None = None, seed: int = 0) -> None:
+        self.point_label = np.asarray(point_label, dtype=np.int64).reshape(-1)
+        self.point_instance = np.asarray(point_instance, dtype=np.int64).reshape(-1)
+        if self.point_label.shape != self.point_instance.shape:
+            raise ValueError(f"point_label {self.point_label.shape} and point_instance "
+                             f"{self.point_instance.shape} must have the same shape")
+        self.noise = noise or GroundTruthNoise()
+        self.rng = np.random.default_rng(seed)
+
+    def detect(self, views: RenderedViews, part_names: Sequence[str]) -> list[ViewDetections]:
+        num_points = self.point_label.shape[0]
+        if views.point_visible.shape[1] != num_points:
+            raise ValueError(f"the detector holds labels for {num_points} points but the views show "
+                             f"{views.point_visible.shape[1]}")
+        valid = (self.point_label >= 0) & (self.point_instance >= 0) & (self.point_label < len(part_names))
+        # Compact (label, instance) pairs into one key per ground-truth instance.
+        keys = np.where(valid, self.point_label * (self.point_instance.max(initial=0) + 1) + self.point_instance, -1)
+        unique_keys, point_group = np.unique(keys, return_inverse=True)
+        has_none = unique_keys[0] == -1 if len(unique_keys) else False
+        group_label = np.where(unique_keys >= 0, unique_keys // (self.point_instance.max(initial=0) + 1), -1)
+        point_group = point_group - int(has_none)  # -1 for points without an instance
+        return [self._detect_view(views.pixel_point_index[k], point_group, group_label[int(has_none):], len(part_names))
+                for k in range(views.num_views)]
+
+    def _detect_view(self, index_map: np.ndarray, point_group: np.ndarray, group_label: np.ndarray,
+                     num_parts: int) -> ViewDetections:
+        height, width = index_map.shape
+        rows, cols = np.nonzero(index_map >= 0)
+        groups = point_group[index_map[rows, cols]]
+        keep = groups >= 0
+        rows, cols, groups = rows[keep], cols[keep], groups[keep]
+        num_groups = len(group_label)
+        pixels = np.bincount(groups, minlength=num_groups)
+        x1 = np.full(num_groups, width, np.float32)
+        y1 = np.full(num_groups, height, np.float32)
+        x2 = np.zeros(num_groups, np.float32)
+        y2 = np.zeros(num_groups, np.float32)
+        np.minimum.at(x1, groups, cols)
+        np.minimum.at(y1, groups, rows)
+        np.maximum.at(x2, groups, cols + 1)
+        np.maximum.at(y2, groups, rows + 1)
+        present = pixels >= self.noise.min_pixels
+        boxes = np.stack([x1, y1, x2, y2], axis=1)[present]
+        labels = group_label[present]
+        return self._degrade(boxes, labels, width, height, num_parts)
+
+    def _degrade(self, boxes: np.ndarray, labels: np.ndarray, width: int, height: int,
+                 num_parts: int) -> ViewDetections:
+        noise, rng = self.noise, self.rng
+        keep = rng.random(len(boxes)) >= noise.drop_probability
+        boxes, labels = boxes[keep], labels[keep]
+        if noise.jitter > 0 and len(boxes):
+            size = np.tile(boxes[:, 2:] - boxes[:, :2], 2)  # (w, h, w, h)
+            boxes = boxes + rng.normal(0.0, noise.jitter, boxes.shape) * size
+            boxes = np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], 1)
+        scores = np.clip(1.0 - rng.random(len(boxes)) * 0.2, 0.0, 1.0)
+        num_false = rng.poisson(noise.false_positives_per_view) if noise.false_positives_per_view > 0 else 0
+        if num_false:
+            corners = rng.random((num_false, 2, 2)) * [width, height]
+            false_boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+            boxes = np.concatenate([boxes, false_boxes])
+            labels = np.concatenate([labels, rng.integers(0, num_parts, num_false)])
+            scores = np.concatenate([scores, 0.5 + 0.5 * rng.random(num_false)])
+        boxes = np.clip(boxes, 0, [width, height, width, height])
+        return ViewDetections(boxes=boxes.astype(np.float32), labels=labels.astype(np.int64),
+                              scores=scores.astype(np.float32))
