@@ -125,7 +125,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{'mean':<12} {'':<11} mIoU={np.nanmean([r.miou for r in reports]):.3f} "
               f"mAP50={np.nanmean([r.map50 for r in reports]):.3f}")
     if args.out:
-        Path(args.out).write_text(json.dumps([r.__dict__ for r in reports], indent=2, default=float))
+        Path(args.out).write_text(json.dumps([r.to_dict() for r in reports], indent=2))
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

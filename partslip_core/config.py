@@ -95,6 +95,7 @@ class DetectorConfig:
     max_detections_per_view: int = 100
     batch_size: int = 10  # views per forward pass
     half_precision: bool = True  # fp16 on CUDA only; ignored on CPU
+    query_template: str = "a photo of a {part}"  # OWLv2: one text query per part
 
     def __post_init__(self) -> None:
         _require(bool(self.backend), "detector.backend must be set")
@@ -104,6 +105,8 @@ class DetectorConfig:
         _require(self.max_detections_per_view > 0,
                  f"detector.max_detections_per_view must be > 0; got {self.max_detections_per_view}")
         _require(self.batch_size > 0, f"detector.batch_size must be > 0; got {self.batch_size}")
+        _require("{part}" in self.query_template,
+                 f"detector.query_template must contain '{{part}}'; got {self.query_template!r}")
 
 
 @dataclass
@@ -117,7 +120,9 @@ class SuperpointConfig:
     normal_max_nn: int = 30
     rgb_weight: float = 0.3
     min_size: int = 10  # components of <= min_size points merge into a neighbour
-    graph_feature_threshold: float = 0.35  # graph backend: max feature distance of a kept edge
+    graph_feature_threshold: float = 0.25  # graph backend: max feature distance of a kept edge
+    max_extent: float = 0.0  # > 0: split every superpoint by a voxel grid of this size (normalized units)
+    graph_max_extent: float = 0.2  # graph backend: voxel size (normalized units) capping a superpoint's spread
 
     def __post_init__(self) -> None:
         _require(self.backend in ("auto", "cut_pursuit", "graph"),
@@ -130,6 +135,8 @@ class SuperpointConfig:
         _require(self.min_size >= 0, f"superpoints.min_size must be >= 0; got {self.min_size}")
         _require(self.graph_feature_threshold > 0,
                  f"superpoints.graph_feature_threshold must be > 0; got {self.graph_feature_threshold}")
+        _require(self.max_extent >= 0, f"superpoints.max_extent must be >= 0; got {self.max_extent}")
+        _require(self.graph_max_extent > 0, f"superpoints.graph_max_extent must be > 0; got {self.graph_max_extent}")
 
 
 @dataclass

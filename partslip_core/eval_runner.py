@@ -12,28 +12,25 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 from tqdm import tqdm
 
 from partslip_core.config import PipelineConfig
 from partslip_core.detect import GroundTruthNoise, ProjectedGroundTruthDetector
 from partslip_core.detect.registry import build_detector
-from partslip_core.evaluate import CategoryReport, InstancePrediction, average_precision_50, semantic_iou
-from partslip_core.io import iter_dataset, read_labeled_shape
+from partslip_core.evaluate import CategoryReport, evaluate_category, predictions_from_instances
+from partslip_core.io import iter_dataset, read_labeled_shape, read_part_names
 from partslip_core.pipeline import segment
 from partslip_core.types import InputError
 
 
 def category_part_names(root: Path, category: str) -> list[str]:
-    local = root / category / "part_names.json"
-    if local.is_file():
-        return list(json.loads(local.read_text()))
+    """ROOT/<category>/part_names.json, else the category's entry in ROOT/PartNetE_meta.json."""
     meta = root / "PartNetE_meta.json"
-    if meta.is_file():
+    if not (root / category / "part_names.json").is_file() and meta.is_file():
         table = json.loads(meta.read_text())
         if category in table:
             return list(table[category])
-    raise InputError(f"no part list for category {category!r}: expected {local} or {meta}")
+    return read_part_names(root / category)
 
 
 def evaluate_dataset(root: Path, config: PipelineConfig, noise: Optional[GroundTruthNoise] = None,
@@ -57,20 +54,14 @@ def evaluate_dataset(root: Path, config: PipelineConfig, noise: Optional[GroundT
 
 def _evaluate_category(category: str, part_names: list[str], shape_dirs: list[Path], config: PipelineConfig,
                        shared_detector, noise: Optional[GroundTruthNoise], show_progress: bool) -> CategoryReport:
-    ious, predictions, gt_instances, gt_labels = [], [], [], []
+    pred_labels, pred_instances, gt_labels, gt_instances = [], [], [], []
     for index, shape_dir in enumerate(tqdm(shape_dirs, desc=category, disable=not show_progress)):
         cloud, gt_label, gt_instance = read_labeled_shape(shape_dir)
         detector = shared_detector or ProjectedGroundTruthDetector(gt_label, gt_instance, noise=noise,
                                                                    seed=config.seed + index)
         result = segment(cloud, part_names, config, detector)
-        ious.append(semantic_iou(result.point_label, gt_label, len(part_names)))
-        predictions.append([InstancePrediction(label=inst.label, score=inst.score, point_indices=inst.point_indices)
-                            for inst in result.instances])
-        gt_instances.append(gt_instance)
+        pred_labels.append(result.point_label)
+        pred_instances.append(predictions_from_instances(result.instances))
         gt_labels.append(gt_label)
-    with np.errstate(invalid="ignore"):
-        per_part_iou = np.nanmean(np.stack(ious), axis=0) if ious else np.full(len(part_names), np.nan)
-    per_part_ap = average_precision_50(predictions, gt_instances, gt_labels, len(part_names))
-    return CategoryReport(category=category, part_names=part_names, miou=float(np.nanmean(per_part_iou)),
-                          per_part_iou=[float(v) for v in per_part_iou], map50=float(np.nanmean(per_part_ap)),
-                          per_part_ap50=[float(v) for v in per_part_ap], num_shapes=len(shape_dirs))
+        gt_instances.append(gt_instance)
+    return evaluate_category(category, part_names, pred_labels, gt_labels, pred_instances, gt_instances)

@@ -162,9 +162,9 @@ def render_views(xyz: np.ndarray | torch.Tensor, rgb: np.ndarray | torch.Tensor,
     view_ids = torch.arange(num_views, device=device)[:, None].expand(-1, index_map[0].numel())
     flat = index_map.reshape(num_views, -1)
     visible[view_ids.reshape(-1), torch.where(flat >= 0, flat, num_points).reshape(-1)] = True
-    background = torch.tensor(config.background, device=device) * 255.0
-    colors = torch.cat([rgb_t * 255.0, background[None, :]], dim=0)
-    images = colors[torch.where(index_map >= 0, index_map, num_points)].round().clamp(0, 255).to(torch.uint8)
+    background = torch.tensor(config.background, device=device)
+    colors = (torch.cat([rgb_t, background[None, :]], dim=0) * 255.0).round().clamp(0, 255).to(torch.uint8)
+    images = colors[torch.where(index_map >= 0, index_map, num_points)]  # gather uint8: no per-pixel float work
     return RenderedViews(
         images=images.cpu().numpy(),
         pixel_point_index=index_map.cpu().numpy(),

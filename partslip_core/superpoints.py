@@ -6,7 +6,8 @@ components of <= 10 points merged into the nearest large component.
 
 Backends: ``cut_pursuit`` uses pycut-pursuit's ``cp_d0_dist`` (the maintained C++ L0 cut pursuit of
 Landrieu & Raguet, pip wheels); ``graph`` is a vectorized fallback (connected components of the kNN
-graph after cutting edges whose feature distance exceeds a threshold). ``auto`` prefers cut pursuit.
+graph after cutting edges whose feature distance exceeds a threshold, split by a voxel grid so that
+no component chains across the whole object). ``auto`` prefers cut pursuit.
 See docs/superpoints.md for the measured comparison.
 """
 
@@ -99,14 +100,22 @@ def _cut_pursuit(features: np.ndarray, source: np.ndarray, target: np.ndarray, w
     return component.astype(np.int64)
 
 
-def _graph_components(features: np.ndarray, source: np.ndarray, target: np.ndarray,
+def _graph_components(xyz: np.ndarray, features: np.ndarray, source: np.ndarray, target: np.ndarray,
                       config: SuperpointConfig) -> np.ndarray:
     num_points = features.shape[0]
     keep = np.linalg.norm(features[source] - features[target], axis=1) < config.graph_feature_threshold
     graph = coo_matrix((np.ones(int(keep.sum()), np.int8), (source[keep], target[keep])),
                        shape=(num_points, num_points))
     _, component = connected_components(graph, directed=False)
-    return component.astype(np.int64)
+    # Components chain through gradual feature changes; a voxel grid caps how far one can spread.
+    return split_by_grid(xyz, component, config.graph_max_extent)
+
+
+def split_by_grid(xyz: np.ndarray, component: np.ndarray, cell_size: float) -> np.ndarray:
+    """Split each component by a voxel grid of ``cell_size``: (N,) int64 new component ids."""
+    cell = np.floor((xyz - xyz.min(axis=0)) / cell_size).astype(np.int64)
+    keys = np.stack([component, cell[:, 0], cell[:, 1], cell[:, 2]], axis=1)
+    return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
 def merge_small_components(xyz: np.ndarray, component: np.ndarray, min_size: int) -> np.ndarray:
@@ -137,6 +146,8 @@ def compute_superpoints(xyz: np.ndarray, rgb: np.ndarray, normals: np.ndarray | 
                                "(pip install pycut-pursuit==0.1.4 with numpy<2); use 'graph' or 'auto'")
         component = _cut_pursuit(features, source, target, edge_weights(features, source, target, length), config)
     else:
-        component = _graph_components(features, source, target, config)
+        component = _graph_components(xyz, features, source, target, config)
+    if config.max_extent > 0:
+        component = split_by_grid(xyz, component, config.max_extent)
     component = merge_small_components(xyz, component, config.min_size)
     return Superpoints(point_superpoint=component, num_superpoints=int(component.max()) + 1)

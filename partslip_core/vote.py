@@ -3,8 +3,8 @@
 For superpoint s and part p: score = (visible points of s inside at least one box of p, summed
 over views) / (visible points of s, summed over views). Boxes that cover >= 98% of a view's
 visible points are whole-object boxes and are dropped. A superpoint takes its best part when the
-score passes the threshold; small parts (handle, knob ...) take precedence when they pass, since
-they are always outvoted by the large part they sit on. A box that carries a mask votes with the
+score passes the threshold; small parts (handle, knob ...) win ties, since every point inside a
+handle's box is usually inside the box of the door it sits on too. A box that carries a mask votes with the
 mask instead of its rectangle.
 """
 
@@ -42,14 +42,19 @@ def _view_inside(screen_xy: torch.Tensor, detections: ViewDetections, device: to
     return inside
 
 
-def choose_labels(scores: torch.Tensor, part_names: Sequence[str], config: VoteConfig) -> torch.Tensor:
-    """(S, P) scores -> (S,) int64 label, -1 where no part reaches the threshold."""
-    passing = scores >= config.score_threshold
+def choose_labels(scores: torch.Tensor, part_names: Sequence[str], config: VoteConfig,
+                  tie_tolerance: float = 1e-6) -> torch.Tensor:
+    """(S, P) scores -> (S,) int64 best part, -1 where no part reaches the threshold.
+
+    Among parts tied for the best score (within ``tie_tolerance``), a small part wins: a handle's
+    superpoints lie inside the handle box and inside the box of the door it sits on.
+    """
+    best = scores.max(dim=1, keepdim=True).values
     small = torch.tensor([name in config.small_part_names for name in part_names], device=scores.device)
-    small_passing = passing & small[None, :]
-    ranked = torch.where(small_passing.any(dim=1, keepdim=True), torch.where(small_passing, scores, -1.0), scores)
-    label = ranked.argmax(dim=1)
-    return torch.where(passing.any(dim=1), label, torch.full_like(label, -1))
+    tied = scores >= best - tie_tolerance
+    preference = scores + (tied & small[None, :]).float() * 2.0  # lift tied small parts above the rest
+    label = preference.argmax(dim=1)
+    return torch.where(best[:, 0] >= config.score_threshold, label, torch.full_like(label, -1))
 
 
 def vote(superpoints: Superpoints, views: RenderedViews, detections: Sequence[ViewDetections],

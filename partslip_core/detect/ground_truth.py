@@ -27,6 +27,7 @@ class GroundTruthNoise:
     drop_probability: float = 0.0
     false_positives_per_view: float = 0.0
     min_pixels: int = 16  # instance masks smaller than this in a view produce no box
+    masks: bool = False  # also return each instance's exact pixel mask (SAM-style output)
 
 
 class ProjectedGroundTruthDetector:
@@ -81,28 +82,37 @@ class ProjectedGroundTruthDetector:
         np.minimum.at(y1, groups, rows)
         np.maximum.at(x2, groups, cols + 1)
         np.maximum.at(y2, groups, rows + 1)
-        present = pixels >= self.noise.min_pixels
-        boxes = np.stack([x1, y1, x2, y2], axis=1)[present]
-        labels = group_label[present]
-        return self._degrade(boxes, labels, width, height, num_parts)
+        present = np.nonzero(pixels >= self.noise.min_pixels)[0]
+        kept = present[self.rng.random(len(present)) >= self.noise.drop_probability]
+        boxes = self._jitter(np.stack([x1, y1, x2, y2], axis=1)[kept])
+        scores = np.clip(1.0 - self.rng.random(len(kept)) * 0.2, 0.0, 1.0)
+        masks = None
+        if self.noise.masks:
+            pixel_group = np.full(height * width, -1, np.int64)
+            pixel_group[rows * width + cols] = groups
+            masks = pixel_group.reshape(1, height, width) == kept[:, None, None]
+        true = ViewDetections(boxes=boxes, labels=group_label[kept], scores=scores, masks=masks)
+        return self._add_false_positives(true, width, height, num_parts)
 
-    def _degrade(self, boxes: np.ndarray, labels: np.ndarray, width: int, height: int,
-                 num_parts: int) -> ViewDetections:
-        noise, rng = self.noise, self.rng
-        keep = rng.random(len(boxes)) >= noise.drop_probability
-        boxes, labels = boxes[keep], labels[keep]
-        if noise.jitter > 0 and len(boxes):
-            size = np.tile(boxes[:, 2:] - boxes[:, :2], 2)  # (w, h, w, h)
-            boxes = boxes + rng.normal(0.0, noise.jitter, boxes.shape) * size
-            boxes = np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], 1)
-        scores = np.clip(1.0 - rng.random(len(boxes)) * 0.2, 0.0, 1.0)
-        num_false = rng.poisson(noise.false_positives_per_view) if noise.false_positives_per_view > 0 else 0
-        if num_false:
-            corners = rng.random((num_false, 2, 2)) * [width, height]
-            false_boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
-            boxes = np.concatenate([boxes, false_boxes])
-            labels = np.concatenate([labels, rng.integers(0, num_parts, num_false)])
-            scores = np.concatenate([scores, 0.5 + 0.5 * rng.random(num_false)])
-        boxes = np.clip(boxes, 0, [width, height, width, height])
-        return ViewDetections(boxes=boxes.astype(np.float32), labels=labels.astype(np.int64),
-                              scores=scores.astype(np.float32))
+    def _jitter(self, boxes: np.ndarray) -> np.ndarray:
+        if self.noise.jitter <= 0 or len(boxes) == 0:
+            return boxes
+        size = np.tile(boxes[:, 2:] - boxes[:, :2], 2)  # (w, h, w, h)
+        boxes = boxes + self.rng.normal(0.0, self.noise.jitter, boxes.shape) * size
+        return np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], 1)
+
+    def _add_false_positives(self, true: ViewDetections, width: int, height: int, num_parts: int) -> ViewDetections:
+        rate = self.noise.false_positives_per_view
+        count = int(self.rng.poisson(rate)) if rate > 0 else 0
+        corners = self.rng.random((count, 2, 2)) * [width, height]
+        false_boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+        boxes = np.clip(np.concatenate([true.boxes, false_boxes]), 0, [width, height, width, height])
+        labels = np.concatenate([true.labels, self.rng.integers(0, num_parts, count)])
+        scores = np.concatenate([true.scores, 0.5 + 0.5 * self.rng.random(count)])
+        masks = None
+        if true.masks is not None:  # a false positive's mask is its rectangle
+            cols, rows = np.arange(width), np.arange(height)
+            false_masks = ((cols[None, None, :] >= false_boxes[:, None, None, 0]) & (cols[None, None, :] < false_boxes[:, None, None, 2])
+                           & (rows[None, :, None] >= false_boxes[:, None, None, 1]) & (rows[None, :, None] < false_boxes[:, None, None, 3]))
+            masks = np.concatenate([true.masks, false_masks])
+        return ViewDetections(boxes=boxes, labels=labels, scores=scores, masks=masks)

@@ -70,12 +70,12 @@ def test_boundary_points_are_outside_strict_rule():
     np.testing.assert_allclose(votes.superpoint_scores[0, 0], 3 / 5)
 
 
-def test_small_parts_take_precedence_when_they_pass():
-    scores = torch.tensor([[0.9, 0.6], [0.9, 0.4], [0.2, 0.3]])
+def test_small_parts_win_ties_only():
+    scores = torch.tensor([[1.0, 1.0], [0.9, 0.6], [0.6, 0.9], [0.2, 0.3], [0.5, 0.5]])
     labels = choose_labels(scores, ["door", "handle"], VoteConfig())
-    assert labels.tolist() == [1, 0, -1]
+    assert labels.tolist() == [1, 0, 1, -1, 1]
     plain = choose_labels(scores, ["door", "lid"], VoteConfig())
-    assert plain.tolist() == [0, 0, -1]
+    assert plain.tolist() == [0, 0, 1, -1, 0]
 
 
 def test_masks_replace_boxes():

@@ -1,0 +1,79 @@
+"""ProjectedGroundTruthDetector: exact boxes and masks from index maps, controlled noise."""
+
+import numpy as np
+import pytest
+
+from partslip_core.detect import GroundTruthNoise, ProjectedGroundTruthDetector
+from partslip_core.detect.registry import build_detector
+from partslip_core.config import DetectorConfig
+from partslip_core.detect.base import DetectorError
+from partslip_core.types import RenderedViews
+
+
+def _views(index_maps, num_points):
+    k, h, w = index_maps.shape
+    visible = np.zeros((k, num_points), bool)
+    for view in range(k):
+        visible[view, np.unique(index_maps[view][index_maps[view] >= 0])] = True
+    return RenderedViews(images=np.zeros((k, h, w, 3), np.uint8), pixel_point_index=index_maps,
+                         point_screen_xy=np.zeros((k, num_points, 2), np.float32), point_visible=visible,
+                         view_angles=np.zeros((k, 2), np.float32))
+
+
+def _scene():
+    """Points 0-1: part 0 instance 0; 2: part 0 instance 1; 3: part 1 instance 2; 4: unlabeled."""
+    index_map = np.full((1, 40, 40), -1, np.int64)
+    index_map[0, 2:10, 3:9] = 0
+    index_map[0, 10:12, 3:20] = 1
+    index_map[0, 20:30, 20:25] = 2
+    index_map[0, 30:35, 30:38] = 3
+    index_map[0, 0:2, 0:40] = 4
+    return _views(index_map, 5), np.array([0, 0, 0, 1, -1]), np.array([0, 0, 1, 2, -1])
+
+
+def test_one_exact_box_per_visible_instance():
+    views, label, instance = _scene()
+    dets = ProjectedGroundTruthDetector(label, instance).detect(views, ["leg", "seat"])[0]
+    order = np.lexsort((dets.boxes[:, 0], dets.labels))
+    np.testing.assert_array_equal(dets.boxes[order], [[3, 2, 20, 12], [20, 20, 25, 30], [30, 30, 38, 35]])
+    assert dets.labels[order].tolist() == [0, 0, 1]
+    assert (dets.scores > 0.7).all()
+
+
+def test_masks_are_the_instance_pixels():
+    views, label, instance = _scene()
+    dets = ProjectedGroundTruthDetector(label, instance, GroundTruthNoise(masks=True)).detect(views, ["leg", "seat"])[0]
+    areas = sorted(int(m.sum()) for m in dets.masks)
+    assert areas == sorted([8 * 6 + 2 * 17, 10 * 5, 5 * 8])
+
+
+def test_small_instances_and_dropping():
+    views, label, instance = _scene()
+    tiny = ProjectedGroundTruthDetector(label, instance, GroundTruthNoise(min_pixels=60)).detect(views, ["a", "b"])[0]
+    assert tiny.num_boxes == 1  # only the 82-pixel instance is large enough
+    dropped = ProjectedGroundTruthDetector(label, instance, GroundTruthNoise(drop_probability=1.0)).detect(views, ["a", "b"])
+    assert dropped[0].num_boxes == 0
+
+
+def test_jitter_and_false_positives_are_seeded_and_bounded():
+    views, label, instance = _scene()
+    noise = GroundTruthNoise(jitter=0.2, false_positives_per_view=5, masks=True)
+    first = ProjectedGroundTruthDetector(label, instance, noise, seed=3).detect(views, ["a", "b"])[0]
+    again = ProjectedGroundTruthDetector(label, instance, noise, seed=3).detect(views, ["a", "b"])[0]
+    np.testing.assert_array_equal(first.boxes, again.boxes)
+    assert first.num_boxes > 3 and len(first.masks) == first.num_boxes
+    assert (first.boxes[:, :2] <= first.boxes[:, 2:]).all() and first.boxes.min() >= 0 and first.boxes.max() <= 40
+    assert set(first.labels.tolist()) <= {0, 1}
+
+
+def test_label_count_mismatch_is_an_error():
+    views, label, instance = _scene()
+    with pytest.raises(ValueError, match="holds labels for 4 points"):
+        ProjectedGroundTruthDetector(label[:4], instance[:4]).detect(views, ["a", "b"])
+
+
+def test_registry_refuses_to_build_it_implicitly():
+    with pytest.raises(DetectorError, match="test/eval tool"):
+        build_detector(DetectorConfig(backend="ground_truth"))
+    with pytest.raises(DetectorError, match="unknown detector backend"):
+        build_detector(DetectorConfig(backend="yolo9000"))
