@@ -23,6 +23,9 @@ setup(
     entry_points={
         "console_scripts": [
             "partslip = partslip_core.cli:main",
+            "partslip_node = partslip_ros.node:main",
+            "partslip_scan_publisher = partslip_ros.scan_publisher:main",
+            "partslip_ros_demo = partslip_ros.demo:main",
         ],
     },
 )

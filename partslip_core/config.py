@@ -164,6 +164,7 @@ class InstanceConfig:
     box_profile_distance: float = 0.2  # normalized L1 distance of per-box "fraction inside" vectors
     max_size_ratio: float = 100.0
     min_box_iou: float = 0.5  # an instance must match a box of its part with IoU above this in some view
+    split_extent: float = 0.0  # > 0: group grid-split superpoints (normalized units); 0 = reference
 
     def __post_init__(self) -> None:
         _require(self.adjacency_distance >= 0, f"instances.adjacency_distance must be >= 0; got {self.adjacency_distance}")
@@ -171,6 +172,7 @@ class InstanceConfig:
                  f"instances.box_profile_distance must be > 0; got {self.box_profile_distance}")
         _require(self.max_size_ratio >= 1, f"instances.max_size_ratio must be >= 1; got {self.max_size_ratio}")
         _require(0.0 <= self.min_box_iou < 1.0, f"instances.min_box_iou must be in [0, 1); got {self.min_box_iou}")
+        _require(self.split_extent >= 0, f"instances.split_extent must be >= 0; got {self.split_extent}")
 
 
 @dataclass

@@ -23,9 +23,9 @@ from partslip_core.geometry import oriented_box
 from partslip_core.instances import InstanceGroups, group_instances
 from partslip_core.normalize import normalize
 from partslip_core.render import render_views
-from partslip_core.superpoints import compute_superpoints
+from partslip_core.superpoints import compute_superpoints, split_by_grid
 from partslip_core.types import (InputError, NormalizedCloud, PartInstance, PartSegmentationResult, PointCloud,
-                                 resolve_device)
+                                 SemanticVotes, Superpoints, resolve_device)
 from partslip_core.vote import vote
 
 
@@ -96,7 +96,11 @@ def segment(cloud: PointCloud, part_names: Sequence[str], config: PipelineConfig
     with timer.stage("vote"):
         votes = vote(superpoints, views, detections, names, config.vote, device)
     with timer.stage("instances"):
-        groups = (group_instances(canonical.xyz, superpoints, votes, views, config.instances, device)
+        grouped_superpoints, grouped_votes = superpoints, votes
+        if config.instances.split_extent > 0:
+            grouped_superpoints, grouped_votes = split_for_instances(canonical.xyz, superpoints, votes, views,
+                                                                     detections, names, config, device)
+        groups = (group_instances(canonical.xyz, grouped_superpoints, grouped_votes, views, config.instances, device)
                   if config.instances.enabled else _no_instances(cloud.num_points))
         instances = build_instances(cloud, canonical, groups, names)
     point_score = np.take_along_axis(votes.superpoint_scores, votes.superpoint_label.clip(0)[:, None], 1)[:, 0]
@@ -108,6 +112,24 @@ def segment(cloud: PointCloud, part_names: Sequence[str], config: PipelineConfig
         num_superpoints=superpoints.num_superpoints, num_boxes=int(len(votes.box_label)),
         views=views if keep_views else None, detections=list(detections) if keep_views else None,
     )
+
+
+def split_for_instances(xyz: np.ndarray, superpoints: Superpoints, votes: SemanticVotes, views, detections,
+                        names: list[str], config: PipelineConfig, device: torch.device
+                        ) -> tuple[Superpoints, SemanticVotes]:
+    """Split superpoints by a voxel grid before grouping, keeping each piece's semantic label.
+
+    Coplanar, same-coloured neighbours (two cabinet doors) share one superpoint, so no grouping can
+    separate them; pieces of it can be told apart by the boxes they fall in.
+    """
+    pieces = split_by_grid(xyz, superpoints.point_superpoint, config.instances.split_extent)
+    refined = Superpoints(point_superpoint=pieces, num_superpoints=int(pieces.max()) + 1)
+    parent = np.zeros(refined.num_superpoints, np.int64)
+    parent[pieces] = superpoints.point_superpoint
+    refined_votes = vote(refined, views, detections, names, config.vote, device)
+    refined_votes.superpoint_label = votes.superpoint_label[parent]
+    refined_votes.point_label = votes.point_label
+    return refined, refined_votes
 
 
 def _no_instances(num_points: int) -> InstanceGroups:

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): stage timings against a loop reference implementation, memory, end to end."""

@@ -1,0 +1,241 @@
+"""Time every PartSLIP stage on synthetic objects, next to the loop reference implementation.
+
+For each cloud size and device: one untimed warm-up pass, then ``--repeat`` timed passes of
+normalize, render, the ground-truth projection detector (a test tool, outside the lifting total),
+superpoints, vote and instances. "lifting total" = render + superpoints + vote + instances (the
+issue's definition). The loop reference (bench/reference_impl.py, CPU only) renders, votes and
+groups on the same normalized cloud with the SAME superpoints and detections; its lifting total
+adds our measured CPU superpoint time, because both sides use the same cut-pursuit code.
+
+The outputs are checked equal: index maps (reference z-buffer vs ours), per-point semantic labels
+and the superpoint score matrix (exactly), instance partitions (up to renumbering) with equal
+labels and scores. Prints one table, then the equivalence results.
+
+    python bench/bench_stages.py                       # 20k and 100k points, cpu (+cuda if present)
+    python bench/bench_stages.py --points 20000 --repeat 3 --image-size 400 --json out/stages.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/bench_stages.py`
+
+from bench.common import Row, devices_from_arg, environment, format_table, timed, write_json  # noqa: E402
+from bench.reference_impl import Equivalence, ReferenceLift, compare, reference_lift, reference_render  # noqa: E402
+from partslip_core.config import PipelineConfig  # noqa: E402
+from partslip_core.detect import ProjectedGroundTruthDetector
+from partslip_core.instances import InstanceGroups, group_instances
+from partslip_core.normalize import normalize
+from partslip_core.render import choose_backend, render_views
+from partslip_core.superpoints import compute_superpoints, cut_pursuit_available
+from partslip_core.synthetic import SyntheticObject, make_object
+from partslip_core.types import NormalizedCloud, PointCloud, RenderedViews, SemanticVotes, Superpoints, ViewDetections
+from partslip_core.vote import vote
+
+OUR_STAGES = ("normalize", "render", "detect (ground truth)", "superpoints", "vote", "instances", "lifting total")
+STAGE_NOTES = {"detect (ground truth)": "test tool; not in lifting total",
+               "superpoints": "numpy + C++ cut pursuit on every device",
+               "lifting total": "render + superpoints + vote + instances"}
+
+
+@dataclass
+class OursRun:
+    """One timed pass of our stages and what it produced (kept for the equivalence check)."""
+
+    timings_ms: dict[str, float]
+    canonical: NormalizedCloud
+    views: RenderedViews
+    detections: list[ViewDetections]
+    superpoints: Superpoints
+    votes: SemanticVotes
+    groups: InstanceGroups
+
+
+@dataclass
+class SizeResult:
+    points: int
+    rows: list[Row] = field(default_factory=list)
+    equivalence: list[str] = field(default_factory=list)
+    reference_ms: dict[str, float] = field(default_factory=dict)
+    equivalent: bool = True
+
+
+def run_ours(cloud: PointCloud, obj: SyntheticObject, config: PipelineConfig, device: str) -> OursRun:
+    t: dict[str, float] = {}
+    canonical, t["normalize"] = timed(lambda: normalize(cloud, config.normalize), device)
+    views, t["render"] = timed(lambda: render_views(canonical.xyz, canonical.rgb, config.render, device), device)
+    detector = ProjectedGroundTruthDetector(obj.point_label, obj.point_instance, seed=0)
+    detections, t["detect (ground truth)"] = timed(lambda: detector.detect(views, obj.part_names), device)
+    sp, t["superpoints"] = timed(lambda: compute_superpoints(canonical.xyz, canonical.rgb, canonical.normals,
+                                                             config.superpoints), device)
+    votes, t["vote"] = timed(lambda: vote(sp, views, detections, obj.part_names, config.vote, device), device)
+    groups, t["instances"] = timed(lambda: group_instances(canonical.xyz, sp, votes, views, config.instances, device),
+                                   device)
+    t["lifting total"] = t["render"] + t["superpoints"] + t["vote"] + t["instances"]
+    return OursRun(t, canonical, views, list(detections), sp, votes, groups)
+
+
+def time_ours(cloud: PointCloud, obj: SyntheticObject, config: PipelineConfig, device: str,
+              repeat: int) -> tuple[dict[str, list[float]], OursRun]:
+    run_ours(cloud, obj, config, device)  # warm-up: allocator, thread pools, lazy imports
+    samples: dict[str, list[float]] = {stage: [] for stage in OUR_STAGES}
+    last = None
+    for _ in range(repeat):
+        last = run_ours(cloud, obj, config, device)
+        for stage in OUR_STAGES:
+            samples[stage].append(last.timings_ms[stage])
+    assert last is not None
+    return samples, last
+
+
+def run_reference(run: OursRun, obj: SyntheticObject, config: PipelineConfig) -> tuple[dict[str, float], RenderedViews, ReferenceLift]:
+    ref_views, render_ms = timed(lambda: reference_render(run.canonical.xyz, run.canonical.rgb, config.render))
+    lift = reference_lift(run.canonical.xyz, run.superpoints.point_superpoint, run.superpoints.num_superpoints,
+                          ref_views, run.detections, obj.part_names, config.vote, config.instances)
+    return {"render": render_ms, **lift.timings_ms}, ref_views, lift
+
+
+def check(run: OursRun, lift: ReferenceLift) -> Equivalence:
+    return compare(run.votes.point_label, run.votes.superpoint_scores, run.groups.point_instance,
+                   run.groups.instance_label, run.groups.instance_score, lift)
+
+
+def describe(eq: Equivalence, maps_equal: Optional[bool]) -> str:
+    maps = "" if maps_equal is None else f"index maps {'EQUAL' if maps_equal else 'DIFFER'}; "
+    verdict = "EQUAL" if eq.ok else "DIFFER: " + "; ".join(eq.problems)
+    return (f"{maps}semantic labels {'equal' if eq.semantic_equal else f'{eq.label_mismatches} differ'}, "
+            f"score matrix {'equal' if eq.scores_equal else 'differs'}, instance partition "
+            f"{'equal' if eq.partition_equal else 'differs'} -> {verdict}")
+
+
+def predicted_reference_s(points: int, earlier: dict[int, dict[str, float]]) -> Optional[float]:
+    """Seconds the reference should take at ``points``, from the largest smaller size already run:
+    the z-buffer scales linearly, vote and instances (superpoints x visible points) quadratically."""
+    smaller = [n for n in earlier if n < points]
+    if not smaller:
+        return None
+    base = max(smaller)
+    grow = points / base
+    ms = earlier[base]
+    return (ms["render"] * grow + (ms["vote"] + ms["instances"]) * grow * grow) / 1000.0
+
+
+def ratio_rows(points: int, device: str, ours: dict[str, list[float]], ref: dict[str, float],
+               superpoints_cpu_ms: float) -> list[Row]:
+    med = {stage: float(np.median(values)) for stage, values in ours.items()}
+    ref_lift = ref["render"] + superpoints_cpu_ms + ref["vote"] + ref["instances"]
+    pairs = [("lifting total", ref_lift, med["lifting total"], "superpoints shared (same C++ code)"),
+             ("lifting w/o superpoints", ref_lift - superpoints_cpu_ms, med["lifting total"] - med["superpoints"],
+              "render + vote + instances"),
+             ("render", ref["render"], med["render"], "authors: compiled pytorch3d, not a loop"),
+             ("vote + instances", ref["vote"] + ref["instances"], med["vote"] + med["instances"],
+              "the authors' Python-loop part")]
+    return [Row(f"RATIO ref/ours: {name}", points, device, text=f"{r / max(o, 1e-9):.1f}x", note=note)
+            for name, r, o, note in pairs]
+
+
+def bench_size(points: int, args: argparse.Namespace, devices: list[str],
+               reference_done: dict[int, dict[str, float]]) -> SizeResult:
+    obj = make_object(args.category, points, seed=args.seed)
+    cloud = PointCloud.from_arrays(obj.xyz, obj.rgb)
+    config = PipelineConfig()
+    config.render.image_size = args.image_size
+    result = SizeResult(points)
+    runs: dict[str, tuple[dict[str, list[float]], OursRun]] = {}
+    for device in devices:
+        samples, last = time_ours(cloud, obj, config, device, args.repeat)
+        runs[device] = (samples, last)
+        result.rows += [Row.from_samples(stage, points, device, samples[stage], STAGE_NOTES.get(stage, ""))
+                        for stage in OUR_STAGES]
+        print(f"  [{points} pts, {device}] ours done: lifting median "
+              f"{np.median(samples['lifting total']):.0f} ms", flush=True)
+    if args.no_reference:
+        return result
+    predicted = predicted_reference_s(points, reference_done)
+    if predicted is not None and predicted > args.reference_budget_s:
+        result.rows.append(Row("reference (loop)", points, "cpu", text="skipped",
+                               note=f"predicted {predicted:.0f} s > budget {args.reference_budget_s:.0f} s"))
+        result.equivalence.append(f"{points} pts: reference skipped (predicted {predicted:.0f} s)")
+        return result
+    add_reference(result, runs, obj, config, args, reference_done)
+    return result
+
+
+def add_reference(result: SizeResult, runs: dict[str, tuple[dict[str, list[float]], OursRun]], obj: SyntheticObject,
+                  config: PipelineConfig, args: argparse.Namespace, reference_done: dict[int, dict[str, float]]) -> None:
+    points = result.points
+    base_device = "cpu" if "cpu" in runs else next(iter(runs))
+    ref_samples: dict[str, list[float]] = {"render": [], "vote": [], "instances": []}
+    for _ in range(args.ref_repeat):
+        ref_ms, ref_views, lift = run_reference(runs[base_device][1], obj, config)
+        for stage in ref_samples:
+            ref_samples[stage].append(ref_ms[stage])
+    ref_median = {stage: float(np.median(v)) for stage, v in ref_samples.items()}
+    reference_done[points] = ref_median
+    result.reference_ms = ref_median
+    sp_cpu = float(np.median(runs[base_device][0]["superpoints"]))
+    ref_lift = [r + sp_cpu + v + i for r, v, i in zip(ref_samples["render"], ref_samples["vote"], ref_samples["instances"])]
+    result.rows += [Row.from_samples(f"ref {stage} (loop)", points, "cpu", ref_samples[stage]) for stage in ref_samples]
+    result.rows.append(Row.from_samples("ref lifting total", points, "cpu", ref_lift,
+                                        f"incl. our superpoints median {sp_cpu:.0f} ms"))
+    for device, (samples, run) in runs.items():
+        result.rows += ratio_rows(points, device, samples, ref_median, sp_cpu)
+        maps_equal = bool(np.array_equal(run.views.pixel_point_index, ref_views.pixel_point_index))
+        lift_here = lift if device == base_device else reference_lift(
+            run.canonical.xyz, run.superpoints.point_superpoint, run.superpoints.num_superpoints, run.views,
+            run.detections, obj.part_names, config.vote, config.instances)
+        eq = check(run, lift_here)
+        result.equivalent &= eq.ok and maps_equal
+        result.equivalence.append(f"{points} pts, ours on {device} vs reference: {describe(eq, maps_equal)} "
+                                  f"({run.superpoints.num_superpoints} superpoints, {len(run.votes.box_label)} kept "
+                                  f"boxes, {len(run.groups.instance_label)} instances)")
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, nargs="+", default=[20000, 100000])
+    parser.add_argument("--repeat", type=int, default=5, help="timed passes of our stages per size and device")
+    parser.add_argument("--ref-repeat", type=int, default=2, help="timed passes of the loop reference")
+    parser.add_argument("--device", default="auto", help="auto (cpu + cuda if present) or a list: cpu,cuda")
+    parser.add_argument("--image-size", type=int, default=800, help="render size (800 = reference)")
+    parser.add_argument("--category", default="cabinet", help="synthetic category (cabinet has small parts)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reference-budget-s", type=float, default=120.0,
+                        help="skip the reference at a size predicted to take longer than this")
+    parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--json", default="", help="write rows, equivalence results and environment here")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    devices = devices_from_arg(args.device)
+    env = environment()
+    print(f"bench_stages: {args.category}, points {args.points}, image {args.image_size}px, devices {devices}, "
+          f"repeat {args.repeat} (+1 warm-up), reference repeat {args.ref_repeat}; render backend "
+          f"{choose_backend(PipelineConfig().render)}, cut pursuit {'yes' if cut_pursuit_available() else 'no (graph)'}")
+    print(f"environment: {env}", flush=True)
+    reference_done: dict[int, dict[str, float]] = {}
+    results = [bench_size(points, args, devices, reference_done) for points in sorted(args.points)]
+    rows = [row for r in results for row in r.rows]
+    print()
+    print(format_table(rows))
+    print("\nequivalence (reference loop vs ours, same superpoints and detections):")
+    for line in (line for r in results for line in r.equivalence):
+        print("  " + line)
+    env["load_average_after"] = environment()["load_average_1_5_15"]
+    payload: dict[str, Any] = {"args": vars(args), "environment": env, "rows": rows,
+                               "equivalence": [line for r in results for line in r.equivalence]}
+    write_json(args.json, payload)
+    return 0 if all(r.equivalent for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""Parameters: declaration from the dataclasses, YAML params file through rcl's own parser, mapping to
+PipelineConfig / FusionConfig, and runtime changes validated with a reason (real rclpy nodes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from rclpy.parameter import Parameter
+
+from partslip_ros.params import (SettingsError, all_defaults, parse_parts, pipeline_parameter_defaults,
+                                 settings_from_values)
+
+REPO = Path(__file__).resolve().parents[2]
+SEGMENT_YAML = REPO / "config" / "segment.yaml"
+
+
+def with_values(**changes):
+    values = all_defaults()
+    values.update({name.replace("__", "."): value for name, value in changes.items()})
+    return settings_from_values(values)
+
+
+def test_defaults_are_valid_and_mirror_the_core_config():
+    from partslip_core.config import PipelineConfig
+    settings = with_values()
+    assert settings.parts == () and settings.trigger_mode == "continuous"
+    assert settings.pipeline == PipelineConfig()
+    assert settings.fusion.voxel_size == 0.005
+
+
+def test_pipeline_values_map_into_the_core_config_including_view_pairs():
+    settings = with_values(pipeline__render__image_size=160, pipeline__render__views=[10.0, 0.0, -20.0, 90.5],
+                           pipeline__detector__score_threshold=0.3, pipeline__vote__small_part_names=["knob"],
+                           parts=["lid", "handle"])
+    assert settings.pipeline.render.image_size == 160
+    assert settings.pipeline.render.views == [(10.0, 0.0), (-20.0, 90.5)]
+    assert settings.pipeline.detector.score_threshold == 0.3
+    assert settings.pipeline.vote.small_part_names == ["knob"]
+    assert settings.parts == ("lid", "handle")
+    flat = pipeline_parameter_defaults(settings.pipeline)
+    assert flat["pipeline.render.views"] == [10.0, 0.0, -20.0, 90.5]
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("trigger__mode", "sometimes", "trigger.mode"),
+    ("output__color_by", "rainbow", "output.color_by"),
+    ("pipeline__detector__score_threshold", 1.5, "score_threshold"),
+    ("pipeline__render__views", [10.0, 0.0, 5.0], "pairs"),
+    ("pipeline__device", "tpu", "device"),
+    ("fusion__voxel_size", -0.1, "fusion.voxel_size"),
+    ("parts", ["lid", "lid"], "duplicates"),
+    ("parts", ["lid", " "], "empty name"),
+])
+def test_invalid_values_are_rejected_with_the_parameter_named(name, value, words):
+    with pytest.raises(SettingsError, match=words):
+        with_values(**{name: value})
+
+
+def test_parse_parts_treats_the_placeholder_as_unset():
+    assert parse_parts([""]) == () and parse_parts([]) == () and parse_parts(" knob ") == ("knob",)
+
+
+def test_config_file_values_become_the_pipeline_defaults(tmp_path):
+    core_yaml = tmp_path / "core.yaml"
+    core_yaml.write_text("render:\n  image_size: 256\ndetector:\n  backend: owlv2\n")
+    defaults = all_defaults(str(core_yaml))
+    assert defaults["pipeline.render.image_size"] == 256 and defaults["pipeline.detector.backend"] == "owlv2"
+    with pytest.raises(SettingsError, match="not found"):
+        all_defaults(str(tmp_path / "missing.yaml"))
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.fixture
+def yaml_node(ros):
+    """A PartSlipNode in its own context, initialized with --params-file config/segment.yaml by rcl."""
+    import rclpy
+    from partslip_ros.node import PartSlipNode, ros_argv
+    context = rclpy.Context()
+    rclpy.init(args=ros_argv(["partslip_node", "--params-file", str(SEGMENT_YAML), "--ros-args", "-p",
+                              "pipeline.render.image_size:=192"]), context=context)
+    node = PartSlipNode(context=context)
+    yield node
+    node.shutdown()
+    rclpy.try_shutdown(context=context)
+
+
+def test_segment_yaml_is_parsed_by_rcl_and_every_key_is_a_declared_parameter(yaml_node):
+    file_values = flatten(yaml.safe_load(SEGMENT_YAML.read_text())["/**"]["ros__parameters"])
+    undeclared = [name for name in file_values if not yaml_node.has_parameter(name)]
+    assert not undeclared, f"config/segment.yaml sets undeclared parameters: {undeclared}"
+    for name, value in file_values.items():
+        if name != "pipeline.render.image_size":
+            assert yaml_node.get_parameter(name).value == value, name
+    settings = yaml_node.settings
+    assert settings.parts == ("handle", "lid", "body")
+    assert settings.pipeline.device == "auto" and settings.pipeline.render.image_size == 192  # -p wins
+    assert len(settings.pipeline.render.views) == 10
+
+
+@pytest.fixture
+def node(ros):
+    from partslip_ros.node import PartSlipNode
+    node = PartSlipNode(parameter_overrides=[Parameter("parts", value=["lid", "body"])])
+    yield node
+    node.shutdown()
+
+
+def test_runtime_changes_are_validated_and_applied_on_the_next_run(node):
+    ok = node.set_parameters([Parameter("parts", value=["spout", "lid"]),
+                              Parameter("pipeline.detector.score_threshold", value=0.25),
+                              Parameter("trigger.every_n_frames", value=2)])
+    assert all(r.successful for r in ok)
+    assert node.settings.parts == ("spout", "lid")
+    assert node.settings.pipeline.detector.score_threshold == 0.25 and node.settings.every_n_frames == 2
+
+    bad = node.set_parameters([Parameter("pipeline.detector.score_threshold", value=2.0)])[0]
+    assert not bad.successful and "score_threshold" in bad.reason
+    empty = node.set_parameters([Parameter("parts", Parameter.Type.STRING_ARRAY, [])])[0]
+    assert not empty.successful and "at least one part" in empty.reason
+    read_only = node.set_parameters([Parameter("input_topic", value="other")])[0]
+    assert not read_only.successful and "read-only" in read_only.reason
+    out_of_range = node.set_parameters([Parameter("window.size", value=0)])[0]
+    assert not out_of_range.successful
+    assert node.settings.parts == ("spout", "lid") and node.settings.pipeline.detector.score_threshold == 0.25
+    assert node.get_parameter("parts").value == ["spout", "lid"]
+
+
+def test_console_script_argument_translation():
+    from partslip_ros.node import ros_argv
+    assert ros_argv(["x", "--params-file", "a.yaml", "--ros-args", "-p", "a:=1"]) == [
+        "x", "--ros-args", "--params-file", "a.yaml", "--", "--ros-args", "-p", "a:=1"]
+    inside = ["x", "--ros-args", "--params-file", "b.yaml", "-p", "a:=1"]
+    assert ros_argv(inside) == inside  # already a ROS argument: left alone
+    with pytest.raises(SystemExit):
+        ros_argv(["x", "--params-file"])
