@@ -181,6 +181,7 @@ class PipelineConfig:
 
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
     seed: int = 0
+    cpu_threads: int = 1  # torch / cut-pursuit threads during segment(); 0 = library defaults (all cores)
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -191,6 +192,7 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                  f"device must be cpu, cuda, cuda:N or auto; got {self.device!r}")
+        _require(self.cpu_threads >= 0, f"cpu_threads must be >= 0; got {self.cpu_threads}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -12,6 +12,7 @@ part with IoU > ``min_box_iou``; its score is the best such box's detection scor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -41,14 +42,21 @@ def superpoint_bounds(xyz: torch.Tensor, point_sp: torch.Tensor, num_sp: int) ->
 
 
 def candidate_pairs(votes: SemanticVotes, low: torch.Tensor, high: torch.Tensor, sizes: torch.Tensor,
-                    config: InstanceConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pairs (i < j) of same-label superpoints that are adjacent and of comparable size."""
+                    config: InstanceConfig, parent: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairs (i < j) of same-label superpoints that are adjacent and of comparable size.
+
+    ``parent`` (S,) marks pieces cut from one superpoint (``split_extent``): those are connected by
+    construction, whatever the gap between their bounds in a sparse cloud.
+    """
     label = torch.as_tensor(votes.superpoint_label, device=low.device)
     labeled = torch.nonzero(label >= 0).squeeze(1)
     lo, hi, lab, size = low[labeled], high[labeled], label[labeled], sizes[labeled]
     gap = torch.maximum(lo[:, None, :] - hi[None, :, :], lo[None, :, :] - hi[:, None, :]).amax(dim=2)
+    adjacent = gap <= config.adjacency_distance
+    if parent is not None:
+        adjacent |= parent[labeled][:, None] == parent[labeled][None, :]
     ratio = torch.maximum(size[:, None], size[None, :]) / torch.minimum(size[:, None], size[None, :]).clamp(min=1)
-    linked = (gap <= config.adjacency_distance) & (lab[:, None] == lab[None, :]) & (ratio < config.max_size_ratio)
+    linked = adjacent & (lab[:, None] == lab[None, :]) & (ratio < config.max_size_ratio)
     i, j = torch.nonzero(torch.triu(linked, diagonal=1), as_tuple=True)
     return labeled[i], labeled[j]
 
@@ -98,8 +106,12 @@ def instance_view_bounds(point_group: torch.Tensor, num_groups: int, screen: tor
 
 
 def group_instances(xyz: np.ndarray, superpoints: Superpoints, votes: SemanticVotes, views: RenderedViews,
-                    config: InstanceConfig, device: torch.device | str = "cpu") -> InstanceGroups:
-    """Merge labeled superpoints into instances and keep those confirmed by a box."""
+                    config: InstanceConfig, device: torch.device | str = "cpu",
+                    superpoint_parent: Optional[np.ndarray] = None) -> InstanceGroups:
+    """Merge labeled superpoints into instances and keep those confirmed by a box.
+
+    superpoint_parent: optional (S,) int64, the original superpoint each piece was cut from.
+    """
     device = torch.device(device)
     num_sp = superpoints.num_superpoints
     point_sp = torch.as_tensor(superpoints.point_superpoint, device=device)
@@ -109,7 +121,8 @@ def group_instances(xyz: np.ndarray, superpoints: Superpoints, votes: SemanticVo
     sp_view_visible = torch.zeros((num_sp, visible.shape[0]), device=device).index_add_(
         0, point_sp, visible.T.float()) > 0
     low, high = superpoint_bounds(xyz_t, point_sp, num_sp)
-    first, second = candidate_pairs(votes, low, high, sizes, config)
+    parent = None if superpoint_parent is None else torch.as_tensor(superpoint_parent, device=device)
+    first, second = candidate_pairs(votes, low, high, sizes, config, parent)
     similar = box_profile_distance(votes, sp_view_visible, first, second) < config.box_profile_distance
     first, second = first[similar].cpu().numpy(), second[similar].cpu().numpy()
     graph = coo_matrix((np.ones(len(first), np.int8), (first, second)), shape=(num_sp, num_sp))

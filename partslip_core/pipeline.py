@@ -24,6 +24,7 @@ from partslip_core.instances import InstanceGroups, group_instances
 from partslip_core.normalize import normalize
 from partslip_core.render import render_views
 from partslip_core.superpoints import compute_superpoints, split_by_grid
+from partslip_core.threads import torch_threads
 from partslip_core.types import (InputError, NormalizedCloud, PartInstance, PartSegmentationResult, PointCloud,
                                  SemanticVotes, Superpoints, resolve_device)
 from partslip_core.vote import vote
@@ -73,6 +74,12 @@ def segment(cloud: PointCloud, part_names: Sequence[str], config: PipelineConfig
     detector cannot be built or run.
     """
     config = config or PipelineConfig()
+    with torch_threads(config.cpu_threads):
+        return _segment(cloud, part_names, config, detector, keep_views, progress)
+
+
+def _segment(cloud: PointCloud, part_names: Sequence[str], config: PipelineConfig, detector: Detector | None,
+             keep_views: bool, progress: Optional[Callable[[str], None]]) -> PartSegmentationResult:
     names = validate_part_names(part_names)
     if not isinstance(cloud, PointCloud):
         raise InputError(f"cloud must be a PointCloud; got {type(cloud).__name__}")
@@ -92,15 +99,16 @@ def segment(cloud: PointCloud, part_names: Sequence[str], config: PipelineConfig
     if len(detections) != views.num_views:
         raise RuntimeError(f"detector {detector.name!r} returned {len(detections)} views for {views.num_views}")
     with timer.stage("superpoints"):
-        superpoints = compute_superpoints(canonical.xyz, canonical.rgb, canonical.normals, config.superpoints)
+        superpoints = compute_superpoints(canonical.xyz, canonical.rgb, canonical.normals, config.superpoints,
+                                          threads=config.cpu_threads)
     with timer.stage("vote"):
         votes = vote(superpoints, views, detections, names, config.vote, device)
     with timer.stage("instances"):
-        grouped_superpoints, grouped_votes = superpoints, votes
+        pieces, piece_votes, piece_parent = superpoints, votes, None
         if config.instances.split_extent > 0:
-            grouped_superpoints, grouped_votes = split_for_instances(canonical.xyz, superpoints, votes, views,
-                                                                     detections, names, config, device)
-        groups = (group_instances(canonical.xyz, grouped_superpoints, grouped_votes, views, config.instances, device)
+            pieces, piece_votes, piece_parent = split_for_instances(canonical.xyz, superpoints, votes, views,
+                                                                    detections, names, config, device)
+        groups = (group_instances(canonical.xyz, pieces, piece_votes, views, config.instances, device, piece_parent)
                   if config.instances.enabled else _no_instances(cloud.num_points))
         instances = build_instances(cloud, canonical, groups, names)
     point_score = np.take_along_axis(votes.superpoint_scores, votes.superpoint_label.clip(0)[:, None], 1)[:, 0]
@@ -116,8 +124,10 @@ def segment(cloud: PointCloud, part_names: Sequence[str], config: PipelineConfig
 
 def split_for_instances(xyz: np.ndarray, superpoints: Superpoints, votes: SemanticVotes, views, detections,
                         names: list[str], config: PipelineConfig, device: torch.device
-                        ) -> tuple[Superpoints, SemanticVotes]:
+                        ) -> tuple[Superpoints, SemanticVotes, np.ndarray]:
     """Split superpoints by a voxel grid before grouping, keeping each piece's semantic label.
+
+    Returns the pieces, their votes (labels inherited) and each piece's parent superpoint (S',).
 
     Coplanar, same-coloured neighbours (two cabinet doors) share one superpoint, so no grouping can
     separate them; pieces of it can be told apart by the boxes they fall in.
@@ -129,7 +139,7 @@ def split_for_instances(xyz: np.ndarray, superpoints: Superpoints, votes: Semant
     refined_votes = vote(refined, views, detections, names, config.vote, device)
     refined_votes.superpoint_label = votes.superpoint_label[parent]
     refined_votes.point_label = votes.point_label
-    return refined, refined_votes
+    return refined, refined_votes, parent
 
 
 def _no_instances(num_points: int) -> InstanceGroups:

@@ -17,8 +17,10 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
+import torch
 
 from partslip_core.config import SuperpointConfig
+from partslip_core.threads import torch_threads
 from partslip_core.types import Superpoints
 
 
@@ -85,18 +87,20 @@ def edge_weights(features: np.ndarray, source: np.ndarray, target: np.ndarray, l
 
 
 def _cut_pursuit(features: np.ndarray, source: np.ndarray, target: np.ndarray, weights: np.ndarray,
-                 config: SuperpointConfig) -> np.ndarray:
+                 config: SuperpointConfig, threads: int) -> np.ndarray:
     from pycut_pursuit.cp_d0_dist import cp_d0_dist
 
+    threads = 0 if threads == 0 else max(threads, 2)
     num_points = features.shape[0]
     order = np.argsort(source, kind="stable")
     first_edge = np.searchsorted(source[order], np.arange(num_points + 1)).astype(np.uint32)
     observations = np.asfortranarray(features.T.astype(np.float32))
-    component, _ = cp_d0_dist(
-        observations.shape[0], observations, first_edge, target[order].astype(np.uint32),
-        edge_weights=(config.regularization * weights[order]).astype(np.float32),
-        vert_weights=np.ones(num_points, np.float32), coor_weights=np.ones(observations.shape[0], np.float32),
-        min_comp_weight=float(config.min_size + 1), cp_it_max=10, verbose=False, max_num_threads=0)
+    with torch_threads(max(torch.get_num_threads(), 2)):
+        component, _ = cp_d0_dist(
+            observations.shape[0], observations, first_edge, target[order].astype(np.uint32),
+            edge_weights=(config.regularization * weights[order]).astype(np.float32),
+            vert_weights=np.ones(num_points, np.float32), coor_weights=np.ones(observations.shape[0], np.float32),
+            min_comp_weight=float(config.min_size + 1), cp_it_max=10, verbose=False, max_num_threads=threads)
     return component.astype(np.int64)
 
 
@@ -131,8 +135,14 @@ def merge_small_components(xyz: np.ndarray, component: np.ndarray, min_size: int
 
 
 def compute_superpoints(xyz: np.ndarray, rgb: np.ndarray, normals: np.ndarray | None,
-                        config: SuperpointConfig) -> Superpoints:
-    """Over-segment a normalized cloud (xyz (N, 3) unit radius, rgb (N, 3) in [0, 1])."""
+                        config: SuperpointConfig, threads: int = 2) -> Superpoints:
+    """Over-segment a normalized cloud (xyz (N, 3) unit radius, rgb (N, 3) in [0, 1]).
+
+    threads: the caller's CPU thread budget (0 = all cores). Cut pursuit always runs its parallel
+    split (>= 2 OpenMP threads): the sequential split gives different, measured less pure segments
+    (cabinets: 0.945 vs 0.965 part purity), while 2, 4 and 8 threads give identical ones. Its thread
+    count is capped by torch's, so torch gets >= 2 threads for the call.
+    """
     if xyz.shape[0] <= config.min_size + 1:
         return Superpoints(point_superpoint=np.zeros(xyz.shape[0], np.int64), num_superpoints=1)
     features = superpoint_features(xyz, rgb, normals, config)
@@ -144,7 +154,8 @@ def compute_superpoints(xyz: np.ndarray, rgb: np.ndarray, normals: np.ndarray | 
         if not cut_pursuit_available():
             raise RuntimeError("superpoints.backend=cut_pursuit but pycut-pursuit cannot be imported "
                                "(pip install pycut-pursuit==0.1.4 with numpy<2); use 'graph' or 'auto'")
-        component = _cut_pursuit(features, source, target, edge_weights(features, source, target, length), config)
+        component = _cut_pursuit(features, source, target, edge_weights(features, source, target, length), config,
+                                 threads)
     else:
         component = _graph_components(xyz, features, source, target, config)
     if config.max_extent > 0:

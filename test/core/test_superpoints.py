@@ -89,3 +89,22 @@ def test_tiny_cloud_is_one_superpoint():
     sps = compute_superpoints(np.random.default_rng(0).random((5, 3)).astype(np.float32), np.zeros((5, 3), np.float32),
                               None, SuperpointConfig())
     assert sps.num_superpoints == 1 and (sps.point_superpoint == 0).all()
+
+
+def test_cut_pursuit_does_not_depend_on_thread_settings(synthetic_objects):
+    """pycut-pursuit's parallel and sequential splits differ; we always run the parallel one."""
+    if not cut_pursuit_available():
+        pytest.skip("pycut-pursuit not importable")
+    import torch
+    canonical = _canonical(synthetic_objects["cabinet"])
+    previous = torch.get_num_threads()
+    results = []
+    try:
+        for torch_threads, budget in [(1, 1), (2, 2), (1, 0), (3, 1)]:
+            torch.set_num_threads(torch_threads)
+            results.append(compute_superpoints(canonical.xyz, canonical.rgb, None, SuperpointConfig(),
+                                               threads=budget).point_superpoint)
+            assert torch.get_num_threads() == torch_threads  # restored
+    finally:
+        torch.set_num_threads(previous)
+    assert all(np.array_equal(results[0], other) for other in results[1:])
