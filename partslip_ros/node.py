@@ -10,13 +10,15 @@ the subscription. Console script: ``partslip_node --params-file config/segment.y
 
 from __future__ import annotations
 
+import gc
+import math
 import sys
 import threading
 import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import rclpy
@@ -33,13 +35,16 @@ from visualization_msgs.msg import MarkerArray
 
 from partslip_ros import messages
 from partslip_ros.fusion import FrameTransformer, FrameWindow, FusionError, Frame, fuse, transform_points
-from partslip_ros.params import (GT_INSTANCE_FIELD, GT_LABEL_FIELD, NodeSettings, SettingsError, declare_all,
-                                 parse_parts, settings_from_values)
+from partslip_ros.params import (GROUND_TRUTH_BACKEND, GT_INSTANCE_FIELD, GT_LABEL_FIELD, NodeSettings,
+                                 SettingsError, declare_all, parse_parts, settings_from_values)
 from partslip_ros.pointcloud import CloudFormatError, decode_cloud
 
 OUTPUT_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 WARN_INTERVAL_S = 1.0
+
+DetectorFactory = Callable[[NodeSettings, Any], Any]
+"""(settings, fused cloud) -> the Detector for one run; replaces the node's own choice (tests, custom backends)."""
 
 
 @dataclass
@@ -90,14 +95,77 @@ def _stamp_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+def find_out_of_memory(error: BaseException) -> Optional[BaseException]:
+    """The (accelerator) out-of-memory error that ``error`` is or was raised from, else None."""
+    import torch
+    seen: set[int] = set()
+    current: Optional[BaseException] = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, torch.OutOfMemoryError) or (
+                isinstance(current, RuntimeError) and "out of memory" in str(current).lower()):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def release_accelerator_memory() -> None:
+    """Collect the failed run's garbage and return cached CUDA blocks, so the next run starts clean."""
+    import torch
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def check_finite(changes: Sequence[Parameter]) -> None:
+    """NaN/Inf make no sense for any parameter (and slip past ``a <= x`` range checks)."""
+    for p in changes:
+        value = p.value
+        items = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+            raise SettingsError(f"{p.name} must be finite; got {list(items)}")
+
+
+def check_backend(settings: NodeSettings) -> None:
+    """Unknown detector backends are rejected when set, not on every later run."""
+    from partslip_core.detect import available_backends
+    known = available_backends() + [GROUND_TRUTH_BACKEND]
+    backend = settings.pipeline.detector.backend
+    if backend not in known:
+        raise SettingsError(f"pipeline.detector.backend must be one of {', '.join(known)}; got {backend!r}")
+
+
+class GuardedDetector:
+    """Wraps the run's detector so an exception escaping it counts as ``detector_error``, not a node bug."""
+
+    def __init__(self, detector: Any) -> None:
+        self.detector = detector
+        self.name = str(getattr(detector, "name", type(detector).__name__))
+
+    def detect(self, views, part_names):
+        from partslip_core.detect import DetectorError
+        try:
+            return self.detector.detect(views, part_names)
+        except DetectorError:
+            raise
+        except Exception as error:
+            if find_out_of_memory(error) is not None:
+                raise
+            raise DetectorError(f"detector {self.name!r} raised {type(error).__name__}: {error}") from error
+
+
 class PartSlipNode(Node):
     """The part segmentation node; see the module docstring for its threads and topics."""
 
-    def __init__(self, node_name: str = "partslip_node", **kwargs) -> None:
+    def __init__(self, node_name: str = "partslip_node", *, detector_factory: Optional[DetectorFactory] = None,
+                 **kwargs) -> None:
         super().__init__(node_name, **kwargs)
+        self._detector_factory = detector_factory
         values = declare_all(self)
         self._param_names = list(values)
         self._settings = settings_from_values(values)
+        if detector_factory is None:
+            check_backend(self._settings)
         self._settings_lock = threading.Lock()
         self.add_on_set_parameters_callback(self._validate_changes)
         self.add_post_set_parameters_callback(self._apply_changes)
@@ -123,7 +191,7 @@ class PartSlipNode(Node):
         # The DDS history only buffers until the executor takes a cloud; the bounded, counted queue is _inbox.
         qos = qos_profile_sensor_data if values["input_qos"] == "sensor_data" else QoSProfile(
             depth=max(10, int(values["queue_size"])), reliability=ReliabilityPolicy.RELIABLE)
-        self.create_subscription(PointCloud2, values["input_topic"], self._on_cloud, qos)
+        self.create_subscription(PointCloud2, values["input_topic"], self.submit, qos)
         self.service_node = self._create_service_node()
         self.create_timer(1.0, self._publish_diagnostics)
         self._worker = threading.Thread(target=self._work_loop, name="partslip_worker", daemon=True)
@@ -180,9 +248,12 @@ class PartSlipNode(Node):
         for p in changes:
             values[p.name] = p.value
         try:
+            check_finite(changes)
             settings = settings_from_values(values)
             if any(p.name == "parts" for p in changes) and not settings.parts:
                 raise SettingsError("parts must name at least one part")
+            if self._detector_factory is None:
+                check_backend(settings)
         except SettingsError as error:
             self.get_logger().warning(f"rejected parameter change: {error}")
             return SetParametersResult(successful=False, reason=str(error))
@@ -199,8 +270,8 @@ class PartSlipNode(Node):
             self._log_backend(settings)
 
     # ----------------------------------------------------------------------------- input
-    def _on_cloud(self, msg: PointCloud2) -> None:
-        """Executor thread: queue and return (the oldest queued cloud is dropped when full)."""
+    def submit(self, msg: PointCloud2) -> None:
+        """Queue a cloud and return (the input subscription's callback; the oldest is dropped when full)."""
         with self._cond:
             self.stats.received += 1
             if len(self._inbox) == self._inbox.maxlen:
@@ -210,12 +281,15 @@ class PartSlipNode(Node):
             self._inbox.append(msg)
             self._cond.notify()
 
-    def _warn(self, key: str, text: str) -> None:
-        """Warn once per second per reason; repeats within the second go to debug (all are counted)."""
+    def _warn(self, key: str, text: str, error: bool = False) -> None:
+        """Warn (or error) once per second per reason; repeats within the second go to debug (all are counted)."""
         now = time.monotonic()
         if now - self._last_warn.get(key, -1e9) >= WARN_INTERVAL_S:
             self._last_warn[key] = now
-            self.get_logger().warning(text)
+            if error:  # one severity per call site: rclpy raises if a line logs at two severities
+                self.get_logger().error(text)
+            else:
+                self.get_logger().warning(text)
         else:
             self.get_logger().debug(text)
 
@@ -240,6 +314,10 @@ class PartSlipNode(Node):
             matrix = self._transformer.lookup(msg.header.frame_id, stamp_ns)
         except (CloudFormatError, FusionError) as error:
             self._reject(error.reason, str(error), msg)
+            return
+        except Exception as error:  # a decoding bug must cost one cloud, never the worker thread
+            self._warn("ingest_traceback", f"decoding a cloud failed unexpectedly:\n{traceback.format_exc()}", True)
+            self._reject("internal_error", f"{type(error).__name__}: {error}", msg)
             return
         xyz = decoded.xyz if matrix is None else transform_points(decoded.xyz, matrix)
         self._window.add(Frame(stamp_ns, msg.header.frame_id, xyz, decoded.rgb, decoded.extras))
@@ -274,16 +352,24 @@ class PartSlipNode(Node):
 
     def _work_loop(self) -> None:
         while not self._stop:
-            clouds, request, due = self._next_work()
-            settings = self.settings
-            self._window.configure(settings.window_size, settings.window_max_age_s)
-            self._transformer.timeout_s = settings.tf_timeout_s
-            for msg in clouds:
-                self._ingest(msg, settings)
-            if request is not None:
-                self._serve(request, settings)
-            elif due or (clouds and self._continuous_wait(settings) == 0.0):
-                self._run_safely(settings, settings.parts)
+            try:
+                self._work_once()
+            except Exception:  # last line of defence: a bug here must not silently end all processing
+                self._warn("worker", f"worker error (the node goes on):\n{traceback.format_exc()}", True)
+                time.sleep(0.1)
+
+    def _work_once(self) -> None:
+        """Wait for work, ingest the queued clouds, then serve a request or a due continuous run."""
+        clouds, request, due = self._next_work()
+        settings = self.settings
+        self._window.configure(settings.window_size, settings.window_max_age_s)
+        self._transformer.timeout_s = settings.tf_timeout_s
+        for msg in clouds:
+            self._ingest(msg, settings)
+        if request is not None:
+            self._serve(request, settings)
+        elif due or (clouds and self._continuous_wait(settings) == 0.0):
+            self._run_safely(settings, settings.parts)
 
     def _serve(self, request: RunRequest, settings: NodeSettings) -> None:
         if request.cancelled:
@@ -298,13 +384,25 @@ class PartSlipNode(Node):
         self.busy.set()
         try:
             return self._run(settings, parts)
-        except RunFailure as error:
-            return self._fail(error.reason, str(error))
         except Exception as error:  # a bug or an unexpected library error must not kill the worker
-            self.get_logger().error(f"run failed unexpectedly: {error}\n{traceback.format_exc()}")
-            return self._fail("internal_error", f"{type(error).__name__}: {error}")
+            reason, text = self._classify(error)
         finally:
             self.busy.clear()
+        if reason == "out_of_memory":  # here the traceback (and the tensors its frames hold) is already gone
+            release_accelerator_memory()
+        return self._fail(reason, text)
+
+    def _classify(self, error: Exception) -> tuple[str, str]:
+        """(reason, message) of a failed run, as strings: keeping ``error`` would pin its frames' tensors."""
+        oom = find_out_of_memory(error)
+        if oom is not None:
+            return "out_of_memory", (f"out of memory ({type(oom).__name__}: {oom}); freed the cached memory. "
+                                     "Lower pipeline.render.image_size, the number of views, "
+                                     "pipeline.detector.batch_size or fusion.max_points")
+        if isinstance(error, RunFailure):
+            return error.reason, str(error)
+        self._warn("run_traceback", f"run failed unexpectedly:\n{traceback.format_exc()}", True)
+        return "internal_error", f"{type(error).__name__}: {error}"
 
     def _fail(self, reason: str, text: str) -> RunOutput:
         with self._stats_lock:
@@ -315,6 +413,8 @@ class PartSlipNode(Node):
     def _detector(self, settings: NodeSettings, fused):
         """Cached real detector, or a per-run ground-truth projection detector (test/demo backend)."""
         from partslip_core.detect import DetectorError, ProjectedGroundTruthDetector, build_detector
+        if self._detector_factory is not None:
+            return self._detector_factory(settings, fused)
         if settings.uses_ground_truth:
             if GT_LABEL_FIELD not in fused.extras or GT_INSTANCE_FIELD not in fused.extras:
                 raise RunFailure("missing_ground_truth", "the 'ground_truth' backend needs gt_label/gt_instance "
@@ -329,7 +429,7 @@ class PartSlipNode(Node):
                 device = str(resolve_device(settings.pipeline.device))
                 self.get_logger().info(f"loading detector {cfg.backend!r} on {device}")
                 self._detectors = {key: build_detector(cfg, device)}
-            except (DetectorError, RuntimeError) as error:
+            except (DetectorError, RuntimeError) as error:  # an OOM while loading stays an OOM (_classify)
                 raise RunFailure("detector_error", str(error)) from error
         return self._detectors[key]
 
@@ -341,7 +441,7 @@ class PartSlipNode(Node):
             raise RunFailure("no_parts", "parameter 'parts' is empty: set it to the part names to segment")
         try:
             fused = fuse(self._window.frames(self.get_clock().now().nanoseconds), settings.fusion)
-            detector = self._detector(settings, fused)
+            detector = GuardedDetector(self._detector(settings, fused))
             cloud = PointCloud.from_arrays(fused.xyz, fused.rgb)
             result = segment(cloud, list(parts), settings.pipeline, detector)
         except FusionError as error:
@@ -433,7 +533,8 @@ class PartSlipNode(Node):
         values = {"received": s.received, "accepted": s.accepted, "dropped_queue_full": s.dropped_queue_full,
                   "runs_ok": s.runs_ok, "last_run_ms": round(s.last_run_ms, 1),
                   "last_latency_ms": round(s.last_latency_ms, 1), "last_num_points": s.last_num_points,
-                  "last_num_instances": s.last_num_instances, "window_frames": len(self._window)}
+                  "last_num_instances": s.last_num_instances, "window_frames": len(self._window),
+                  "run_in_progress_s": round(time.monotonic() - self._last_run_start, 1) if self.busy.is_set() else 0}
         values.update({f"rejected_{k}": v for k, v in s.rejected.items()})
         values.update({f"run_failed_{k}": v for k, v in s.runs_failed.items()})
         level = DiagnosticStatus.WARN if (s.rejected or s.runs_failed or s.dropped_queue_full) else DiagnosticStatus.OK

@@ -1,7 +1,8 @@
 """sensor_msgs/PointCloud2 <-> numpy, vectorized.
 
-Reading uses ``sensor_msgs_py.point_cloud2`` when it is importable (a ROS 2 install) and otherwise
-our own view of the buffer as a structured dtype (pip-only installs). Both give the same structured
+Reading uses ``sensor_msgs_py.point_cloud2`` when it is importable (a ROS 2 install) and the layout
+is plain (unpadded rows, native byte order), and otherwise our own view of the buffer as a structured
+dtype (pip-only installs, padded organized clouds, big-endian data). Both give the same structured
 array; everything after that is shared. Every reason to reject a message is a ``CloudFormatError``
 with a short ``reason`` code (for counters) and a human-readable message (for the log).
 """
@@ -75,9 +76,19 @@ def structured_dtype(fields: Sequence[PointField], point_step: int, is_bigendian
         formats.append(base if count == 1 else (base, (count,)))
         offsets.append(int(f.offset))
     try:
-        return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": int(point_step)})
-    except ValueError as error:  # overlapping fields
+        dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": int(point_step)})
+    except ValueError as error:
         raise CloudFormatError("malformed", f"fields do not form a valid point layout: {error}") from error
+    _check_no_overlap(dtype)
+    return dtype
+
+
+def _check_no_overlap(dtype: np.dtype) -> None:
+    """numpy accepts overlapping fields; a point layout must not (x and y sharing bytes reads garbage)."""
+    spans = sorted((offset, offset + kind.itemsize, name) for name, (kind, offset) in dtype.fields.items())
+    for (_, end, name), (start, _, other) in zip(spans, spans[1:]):
+        if start < end:
+            raise CloudFormatError("malformed", f"fields {name!r} and {other!r} overlap (bytes {start}..{end - 1})")
 
 
 def _check_layout(msg: PointCloud2) -> None:
@@ -90,6 +101,9 @@ def _check_layout(msg: PointCloud2) -> None:
     if len(msg.data) < needed:
         raise CloudFormatError("malformed", f"data has {len(msg.data)} bytes; width {msg.width} x height "
                                             f"{msg.height} needs {needed}")
+    if len(msg.data) > msg.height * msg.row_step:  # the steps do not describe this buffer (e.g. a wrong point_step)
+        raise CloudFormatError("malformed", f"data has {len(msg.data)} bytes, more than height {msg.height} x "
+                                            f"row_step {msg.row_step}: point_step/row_step do not match the data")
 
 
 def read_structured_numpy(msg: PointCloud2) -> np.ndarray:
@@ -104,9 +118,16 @@ def read_structured_numpy(msg: PointCloud2) -> np.ndarray:
     return flat.astype(native, copy=True)
 
 
+def _plain_layout(msg: PointCloud2) -> bool:
+    """Unpadded rows in this machine's byte order: the layouts sensor_msgs_py's read_points handles
+    (it views the buffer with point_step only, ignoring row_step, and byte-swaps in place)."""
+    native_big = np.little_endian is False
+    return msg.row_step == msg.width * msg.point_step and bool(msg.is_bigendian) == native_big
+
+
 def read_structured(msg: PointCloud2, prefer_sensor_msgs_py: bool = True) -> np.ndarray:
-    """Structured (N,) array of all points, NaNs kept; sensor_msgs_py when available."""
-    if prefer_sensor_msgs_py and _sensor_msgs_py is not None:
+    """Structured (N,) array of all points, NaNs kept; sensor_msgs_py for plain layouts when available."""
+    if prefer_sensor_msgs_py and _sensor_msgs_py is not None and _plain_layout(msg):
         _check_layout(msg)
         structured_dtype(msg.fields, msg.point_step, msg.is_bigendian)  # same validation both paths
         points = _sensor_msgs_py.read_points(msg, skip_nans=False)
@@ -139,7 +160,7 @@ def _rgb_source(msg: PointCloud2, require_rgb: bool) -> Optional[str]:
                                                          f"(FLOAT32/UINT32); got datatype {f.datatype}")
             return name
     channels = [_field(msg, c) for c in ("r", "g", "b")]
-    if all(c is not None and c.datatype == PointField.UINT8 for c in channels):
+    if all(c is not None and c.datatype == PointField.UINT8 and max(c.count, 1) == 1 for c in channels):
         return "r,g,b"
     if require_rgb:
         raise CloudFormatError("missing_field", "no color field (rgb, rgba or r/g/b): the detector needs "
@@ -186,8 +207,13 @@ def decode_cloud(msg: PointCloud2, *, require_rgb: bool = True, extra_fields: Se
         if _field(msg, name) is None:
             raise CloudFormatError("missing_field", f"no {name!r} field, which this configuration needs")
     carried = list(extra_fields) + [n for n in optional_fields if n not in extra_fields and _field(msg, n)]
+    for name in carried:
+        if max(_field(msg, name).count, 1) != 1:
+            raise CloudFormatError("bad_field_type", f"field {name!r} must hold one value per point; got count "
+                                                     f"{_field(msg, name).count}")
     points = read_structured(msg, prefer_sensor_msgs_py)
-    xyz = np.stack([points["x"], points["y"], points["z"]], axis=1).astype(np.float32)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf and is dropped below
+        xyz = np.stack([points["x"], points["y"], points["z"]], axis=1).astype(np.float32)
     finite = np.isfinite(xyz).all(axis=1)
     if not finite.any():
         raise CloudFormatError("non_finite", f"all {num} points have NaN/Inf coordinates")
