@@ -120,6 +120,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     obj = make_object(args.category, args.points, seed=args.seed)
     cloud = PointCloud.from_arrays(obj.xyz, obj.rgb)
     config = PipelineConfig(device=args.device)
+    if args.threads is not None:
+        config.cpu_threads = args.threads
     config.render.image_size = args.image_size
     config.render.views = config.render.views[:args.views]
     print(f"model: {args.arch} arch, {params / 1e6:.1f} M parameters, build/save {build_s:.1f} s, load {load_s:.1f} s; "
@@ -161,6 +163,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--fp32", action="store_true", help="no fp16 autocast on CUDA")
     parser.add_argument("--model-dir", default="", help="where the random-weight model is saved (reused if present)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="PipelineConfig.cpu_threads: CPU thread budget of a run (default: the pipeline's "
+                             "default; 0 = library defaults, all cores)")
     parser.add_argument("--json", default="")
     args = parser.parse_args(argv)
     if not 1 <= args.views <= 10:
@@ -174,7 +179,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     env = environment()
     print(f"bench_end_to_end: {args.category} ({args.points} points), {args.views} views @ {args.image_size} px, "
-          f"{args.device}, {args.runs} run(s) + warm-up; environment {env}", flush=True)
+          f"{args.device}, {args.runs} run(s) + warm-up, batch {args.batch_size}, cpu_threads "
+          f"{PipelineConfig().cpu_threads if args.threads is None else args.threads}; environment {env}", flush=True)
     report = run(args)
     rows = rows_from(report, args)
     print()

@@ -36,13 +36,16 @@ from partslip_core.normalize import normalize
 from partslip_core.render import choose_backend, render_views
 from partslip_core.superpoints import compute_superpoints, cut_pursuit_available
 from partslip_core.synthetic import SyntheticObject, make_object
+from partslip_core.threads import torch_threads
 from partslip_core.types import NormalizedCloud, PointCloud, RenderedViews, SemanticVotes, Superpoints, ViewDetections
 from partslip_core.vote import vote
 
-OUR_STAGES = ("normalize", "render", "detect (ground truth)", "superpoints", "vote", "instances", "lifting total")
+OUR_STAGES = ("normalize", "render", "detect (ground truth)", "superpoints", "vote", "instances", "lifting total",
+              "lifting w/o superpoints")
 STAGE_NOTES = {"detect (ground truth)": "test tool; not in lifting total",
                "superpoints": "numpy + C++ cut pursuit on every device",
-               "lifting total": "render + superpoints + vote + instances"}
+               "lifting total": "render + superpoints + vote + instances",
+               "lifting w/o superpoints": "render + vote + instances"}
 
 
 @dataclass
@@ -68,17 +71,24 @@ class SizeResult:
 
 
 def run_ours(cloud: PointCloud, obj: SyntheticObject, config: PipelineConfig, device: str) -> OursRun:
+    """One pass of our stages with the thread budget that segment() uses (config.cpu_threads)."""
+    with torch_threads(config.cpu_threads):
+        return _run_ours(cloud, obj, config, device)
+
+
+def _run_ours(cloud: PointCloud, obj: SyntheticObject, config: PipelineConfig, device: str) -> OursRun:
     t: dict[str, float] = {}
     canonical, t["normalize"] = timed(lambda: normalize(cloud, config.normalize), device)
     views, t["render"] = timed(lambda: render_views(canonical.xyz, canonical.rgb, config.render, device), device)
     detector = ProjectedGroundTruthDetector(obj.point_label, obj.point_instance, seed=0)
     detections, t["detect (ground truth)"] = timed(lambda: detector.detect(views, obj.part_names), device)
     sp, t["superpoints"] = timed(lambda: compute_superpoints(canonical.xyz, canonical.rgb, canonical.normals,
-                                                             config.superpoints), device)
+                                                             config.superpoints, threads=config.cpu_threads), device)
     votes, t["vote"] = timed(lambda: vote(sp, views, detections, obj.part_names, config.vote, device), device)
     groups, t["instances"] = timed(lambda: group_instances(canonical.xyz, sp, votes, views, config.instances, device),
                                    device)
-    t["lifting total"] = t["render"] + t["superpoints"] + t["vote"] + t["instances"]
+    t["lifting w/o superpoints"] = t["render"] + t["vote"] + t["instances"]
+    t["lifting total"] = t["lifting w/o superpoints"] + t["superpoints"]
     return OursRun(t, canonical, views, list(detections), sp, votes, groups)
 
 
@@ -132,7 +142,7 @@ def ratio_rows(points: int, device: str, ours: dict[str, list[float]], ref: dict
     med = {stage: float(np.median(values)) for stage, values in ours.items()}
     ref_lift = ref["render"] + superpoints_cpu_ms + ref["vote"] + ref["instances"]
     pairs = [("lifting total", ref_lift, med["lifting total"], "superpoints shared (same C++ code)"),
-             ("lifting w/o superpoints", ref_lift - superpoints_cpu_ms, med["lifting total"] - med["superpoints"],
+             ("lifting w/o superpoints", ref_lift - superpoints_cpu_ms, med["lifting w/o superpoints"],
               "render + vote + instances"),
              ("render", ref["render"], med["render"], "authors: compiled pytorch3d, not a loop"),
              ("vote + instances", ref["vote"] + ref["instances"], med["vote"] + med["instances"],
@@ -145,8 +155,7 @@ def bench_size(points: int, args: argparse.Namespace, devices: list[str],
                reference_done: dict[int, dict[str, float]]) -> SizeResult:
     obj = make_object(args.category, points, seed=args.seed)
     cloud = PointCloud.from_arrays(obj.xyz, obj.rgb)
-    config = PipelineConfig()
-    config.render.image_size = args.image_size
+    config = make_config(args)
     result = SizeResult(points)
     runs: dict[str, tuple[dict[str, list[float]], OursRun]] = {}
     for device in devices:
@@ -181,10 +190,11 @@ def add_reference(result: SizeResult, runs: dict[str, tuple[dict[str, list[float
     reference_done[points] = ref_median
     result.reference_ms = ref_median
     sp_cpu = float(np.median(runs[base_device][0]["superpoints"]))
-    ref_lift = [r + sp_cpu + v + i for r, v, i in zip(ref_samples["render"], ref_samples["vote"], ref_samples["instances"])]
+    ref_no_sp = [r + v + i for r, v, i in zip(ref_samples["render"], ref_samples["vote"], ref_samples["instances"])]
     result.rows += [Row.from_samples(f"ref {stage} (loop)", points, "cpu", ref_samples[stage]) for stage in ref_samples]
-    result.rows.append(Row.from_samples("ref lifting total", points, "cpu", ref_lift,
+    result.rows.append(Row.from_samples("ref lifting total", points, "cpu", [t + sp_cpu for t in ref_no_sp],
                                         f"incl. our superpoints median {sp_cpu:.0f} ms"))
+    result.rows.append(Row.from_samples("ref lifting w/o superpoints", points, "cpu", ref_no_sp))
     for device, (samples, run) in runs.items():
         result.rows += ratio_rows(points, device, samples, ref_median, sp_cpu)
         maps_equal = bool(np.array_equal(run.views.pixel_point_index, ref_views.pixel_point_index))
@@ -196,6 +206,17 @@ def add_reference(result: SizeResult, runs: dict[str, tuple[dict[str, list[float
         result.equivalence.append(f"{points} pts, ours on {device} vs reference: {describe(eq, maps_equal)} "
                                   f"({run.superpoints.num_superpoints} superpoints, {len(run.votes.box_label)} kept "
                                   f"boxes, {len(run.groups.instance_label)} instances)")
+
+
+def make_config(args: argparse.Namespace) -> PipelineConfig:
+    """The default (reference) preset with the benchmark's image size and thread budget."""
+    config = PipelineConfig()
+    config.render.image_size = args.image_size
+    if args.threads is not None:
+        config.cpu_threads = args.threads
+    if config.instances.split_extent > 0:
+        raise SystemExit("the loop reference implements instances.split_extent = 0 (the reference preset) only")
+    return config
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -210,6 +231,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--reference-budget-s", type=float, default=120.0,
                         help="skip the reference at a size predicted to take longer than this")
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="PipelineConfig.cpu_threads: CPU thread budget of a run (default: the pipeline's "
+                             "default; 0 = library defaults, all cores)")
     parser.add_argument("--json", default="", help="write rows, equivalence results and environment here")
     return parser.parse_args(argv)
 
@@ -219,7 +243,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     devices = devices_from_arg(args.device)
     env = environment()
     print(f"bench_stages: {args.category}, points {args.points}, image {args.image_size}px, devices {devices}, "
-          f"repeat {args.repeat} (+1 warm-up), reference repeat {args.ref_repeat}; render backend "
+          f"repeat {args.repeat} (+1 warm-up), reference repeat {args.ref_repeat}; cpu_threads "
+          f"{make_config(args).cpu_threads}; render backend "
           f"{choose_backend(PipelineConfig().render)}, cut pursuit {'yes' if cut_pursuit_available() else 'no (graph)'}")
     print(f"environment: {env}", flush=True)
     reference_done: dict[int, dict[str, float]] = {}

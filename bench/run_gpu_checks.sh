@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-shot GPU checks for a session that is lent a CUDA machine: the CUDA tests, then the stage,
 # memory and end-to-end benchmarks on the GPU. Meant to finish in 3-4 minutes on one H100
-# (each step has its own time limit; the limits add up to 360 s).
+# (each step has its own time limit; the limits add up to 375 s).
 #
 #   bash bench/run_gpu_checks.sh            # from the repository root
 #
@@ -56,11 +56,11 @@ step cuda_tests 90 "$PY" -m pytest -q -rs -p no:cacheprovider \
   test/core/test_reference_equivalence.py test/core/detect/test_hf.py
 
 # Stage timings on the GPU, with the loop reference (CPU) and the equality check, 20k and 100k points.
-step bench_stages 100 "$PY" bench/bench_stages.py --device cuda --points 20000 100000 --repeat 10 --ref-repeat 1 \
+step bench_stages 100 "$PY" bench/bench_stages.py --device cuda --points 20000 100000 --repeat 7 --ref-repeat 1 \
   --json "$OUT_DIR/stages.json"
 
-# Memory: 100 consecutive segment() runs on CUDA, growth measured from run 20.
-step bench_memory 60 "$PY" bench/bench_memory.py --device cuda --runs 100 --baseline-run 20 --points 20000 \
+# Memory: 80 consecutive segment() runs on CUDA, growth measured from run 20.
+step bench_memory 75 "$PY" bench/bench_memory.py --device cuda --runs 80 --baseline-run 20 --points 20000 \
   --print-every 20 --json "$OUT_DIR/memory.json"
 
 # End to end with a real-size Grounding DINO (tiny arch, random weights, fp16 autocast), 10 views at 800 px.
