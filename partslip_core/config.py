@@ -146,6 +146,9 @@ class VoteConfig:
     score_threshold: float = 0.5
     whole_object_fraction: float = 0.98  # boxes covering this share of a view's points are dropped
     small_part_names: list[str] = field(default_factory=lambda: list(SMALL_PART_NAMES))
+    # ties: a small part wins only ties for the best score (shared/docs/partslip.md);
+    # priority: any small part passing the threshold wins (the authors' bbox2seg.py does this)
+    small_part_rule: str = "ties"
 
     def __post_init__(self) -> None:
         _require(0.0 <= self.score_threshold <= 1.0,
@@ -153,6 +156,8 @@ class VoteConfig:
         _require(0.0 < self.whole_object_fraction <= 1.0,
                  f"vote.whole_object_fraction must be in (0, 1]; got {self.whole_object_fraction}")
         self.small_part_names = [str(n) for n in self.small_part_names]
+        _require(self.small_part_rule in ("ties", "priority"),
+                 f"vote.small_part_rule must be ties or priority; got {self.small_part_rule!r}")
 
 
 @dataclass

@@ -158,10 +158,11 @@ def render_views(xyz: np.ndarray | torch.Tensor, rgb: np.ndarray | torch.Tensor,
     index_map = rasterize(xyz_t, cameras, config)
     screen_xy, _ = project_points(xyz_t, cameras, config.image_size)
     num_views, num_points = index_map.shape[0], xyz_t.shape[0]
-    visible = torch.zeros((num_views, num_points + 1), dtype=torch.bool, device=device)
-    view_ids = torch.arange(num_views, device=device)[:, None].expand(-1, index_map[0].numel())
     flat = index_map.reshape(num_views, -1)
-    visible[view_ids.reshape(-1), torch.where(flat >= 0, flat, num_points).reshape(-1)] = True
+    covered = flat >= 0
+    view_ids = torch.arange(num_views, device=device)[:, None].expand_as(flat)[covered]
+    visible = torch.zeros((num_views, num_points), dtype=torch.bool, device=device)
+    visible[view_ids, flat[covered]] = True  # only covered pixels: most of an image is background
     background = torch.tensor(config.background, device=device)
     colors = (torch.cat([rgb_t, background[None, :]], dim=0) * 255.0).round().clamp(0, 255).to(torch.uint8)
     images = colors[torch.where(index_map >= 0, index_map, num_points)]  # gather uint8: no per-pixel float work
@@ -169,6 +170,6 @@ def render_views(xyz: np.ndarray | torch.Tensor, rgb: np.ndarray | torch.Tensor,
         images=images.cpu().numpy(),
         pixel_point_index=index_map.cpu().numpy(),
         point_screen_xy=screen_xy.cpu().numpy().astype(np.float32),
-        point_visible=visible[:, :num_points].cpu().numpy(),
+        point_visible=visible.cpu().numpy(),
         view_angles=np.asarray(config.views, dtype=np.float32),
     )

@@ -46,13 +46,20 @@ def choose_labels(scores: torch.Tensor, part_names: Sequence[str], config: VoteC
                   tie_tolerance: float = 1e-6) -> torch.Tensor:
     """(S, P) scores -> (S,) int64 best part, -1 where no part reaches the threshold.
 
-    Among parts tied for the best score (within ``tie_tolerance``), a small part wins: a handle's
-    superpoints lie inside the handle box and inside the box of the door it sits on.
+    Small parts get a preference: with ``small_part_rule: ties`` they win ties for the best score
+    (a handle's superpoints lie inside the handle box and inside the box of the door it sits on);
+    with ``priority`` (the authors' code) any small part passing the threshold wins, the last one
+    in part order first.
     """
     best = scores.max(dim=1, keepdim=True).values
     small = torch.tensor([name in config.small_part_names for name in part_names], device=scores.device)
-    tied = scores >= best - tie_tolerance
-    preference = scores + (tied & small[None, :]).float() * 2.0  # lift tied small parts above the rest
+    if config.small_part_rule == "priority":
+        preferred = (scores >= config.score_threshold) & small[None, :]
+        order = torch.arange(1, len(part_names) + 1, device=scores.device, dtype=scores.dtype)
+        preference = scores + preferred.float() * (2.0 + order)  # later parts first, as reversed() there
+    else:
+        preferred = (scores >= best - tie_tolerance) & small[None, :]
+        preference = scores + preferred.float() * 2.0
     label = preference.argmax(dim=1)
     return torch.where(best[:, 0] >= config.score_threshold, label, torch.full_like(label, -1))
 

@@ -78,6 +78,14 @@ def test_small_parts_win_ties_only():
     assert plain.tolist() == [0, 0, 1, -1, 0]
 
 
+def test_priority_rule_reproduces_the_authors_code():
+    """bbox2seg.py: any small part >= 0.5 wins, scanning parts in reverse order; else argmax."""
+    scores = torch.tensor([[0.9, 0.6, 0.7], [0.9, 0.4, 0.2], [0.2, 0.3, 0.1], [0.5, 0.5, 0.9]])
+    config = VoteConfig(small_part_rule="priority")
+    assert choose_labels(scores, ["door", "handle", "knob"], config).tolist() == [2, 0, -1, 2]
+    assert choose_labels(scores, ["door", "handle", "lid"], config).tolist() == [1, 0, -1, 1]  # handle beats lid 0.9
+
+
 def test_masks_replace_boxes():
     screen, sps = _line_scene()
     mask = np.zeros((1, 100, 100), bool)
