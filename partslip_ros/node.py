@@ -621,6 +621,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rclpy.try_shutdown()
         return 2
     services = NodeSpinner([node.service_node]).start()
+    try:
+        spin_until_shutdown(node)
+    finally:
+        services.stop()
+        node.shutdown()
+        rclpy.try_shutdown()
+    return 0
+
+
+def spin_until_shutdown(node: Node) -> None:
+    """Spin ``node`` on a SingleThreadedExecutor until Ctrl-C or an external shutdown; join it after."""
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
@@ -629,10 +640,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         pass
     finally:
         executor.shutdown(timeout_sec=5.0)
-        services.stop()
-        node.shutdown()
-        rclpy.try_shutdown()
-    return 0
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import PointCloud2
@@ -95,17 +94,12 @@ class ScanPublisher(Node):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console script ``partslip_scan_publisher`` (ROS args: -p category:=mug -p num_frames:=4 ...)."""
-    from partslip_ros.node import ros_argv
+    from partslip_ros.node import ros_argv, spin_until_shutdown
     rclpy.init(args=ros_argv(list(sys.argv if argv is None else argv)))
     node = ScanPublisher()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin_until_shutdown(node)
     finally:
-        executor.shutdown(timeout_sec=5.0)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
