@@ -74,14 +74,7 @@ class ProjectedGroundTruthDetector:
         rows, cols, groups = rows[keep], cols[keep], groups[keep]
         num_groups = len(group_label)
         pixels = np.bincount(groups, minlength=num_groups)
-        x1 = np.full(num_groups, width, np.float32)
-        y1 = np.full(num_groups, height, np.float32)
-        x2 = np.zeros(num_groups, np.float32)
-        y2 = np.zeros(num_groups, np.float32)
-        np.minimum.at(x1, groups, cols)
-        np.minimum.at(y1, groups, rows)
-        np.maximum.at(x2, groups, cols + 1)
-        np.maximum.at(y2, groups, rows + 1)
+        x1, y1, x2, y2 = _group_bounds(groups, cols, rows, num_groups, width, height)
         present = np.nonzero(pixels >= self.noise.min_pixels)[0]
         kept = present[self.rng.random(len(present)) >= self.noise.drop_probability]
         boxes = self._jitter(np.stack([x1, y1, x2, y2], axis=1)[kept])
@@ -116,3 +109,27 @@ class ProjectedGroundTruthDetector:
                            & (rows[None, :, None] >= false_boxes[:, None, None, 1]) & (rows[None, :, None] < false_boxes[:, None, None, 3]))
             masks = np.concatenate([true.masks, false_masks])
         return ViewDetections(boxes=boxes, labels=labels, scores=scores, masks=masks)
+
+
+def _group_bounds(groups: np.ndarray, cols: np.ndarray, rows: np.ndarray, num_groups: int, width: int,
+                  height: int) -> tuple[np.ndarray, ...]:
+    """Pixel bounds (x1, y1, x2, y2), each (G,) float32, of each group; empty groups get x1 > x2.
+
+    Sort once and reduce per run of equal groups (reduceat): much faster than ufunc.at on
+    hundreds of thousands of pixels.
+    """
+    x1 = np.full(num_groups, width, np.float32)
+    y1 = np.full(num_groups, height, np.float32)
+    x2 = np.zeros(num_groups, np.float32)
+    y2 = np.zeros(num_groups, np.float32)
+    if len(groups) == 0:
+        return x1, y1, x2, y2
+    order = np.argsort(groups, kind="stable")
+    sorted_groups = groups[order]
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    present = sorted_groups[starts]
+    x1[present] = np.minimum.reduceat(cols[order], starts)
+    y1[present] = np.minimum.reduceat(rows[order], starts)
+    x2[present] = np.maximum.reduceat(cols[order], starts) + 1
+    y2[present] = np.maximum.reduceat(rows[order], starts) + 1
+    return x1, y1, x2, y2
