@@ -14,19 +14,11 @@ import time
 import numpy as np
 
 from partslip_core.config import NormalizeConfig, SuperpointConfig
+from partslip_core.evaluate import superpoint_purity as purity
 from partslip_core.normalize import normalize
 from partslip_core.superpoints import compute_superpoints, cut_pursuit_available
 from partslip_core.synthetic import CATEGORY_PARTS, make_object
 from partslip_core.types import PointCloud
-
-
-def purity(point_superpoint: np.ndarray, gt: np.ndarray) -> float:
-    _, gt_dense = np.unique(gt, return_inverse=True)
-    key = point_superpoint * (gt_dense.max() + 1) + gt_dense
-    values, counts = np.unique(key, return_counts=True)
-    best = np.zeros(point_superpoint.max() + 1)
-    np.maximum.at(best, values // (gt_dense.max() + 1), counts)
-    return float(best.sum() / len(gt))
 
 
 def main() -> None:

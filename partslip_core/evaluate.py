@@ -231,3 +231,15 @@ def evaluate_category(category: str, part_names: Sequence[str], pred_labels: Seq
         ap = average_precision_50(pred_instances, gt_instances, gt_labels, num_parts)
     return CategoryReport(category, list(part_names), miou, per_part.tolist(), _nanmean(ap), ap.tolist(),
                           len(gt_labels))
+
+
+def superpoint_purity(point_superpoint: np.ndarray, gt_label: np.ndarray) -> float:
+    """Share of points whose superpoint's majority ground-truth label is their own (1.0 = no
+    superpoint straddles two labels). gt_label may hold any integers (-1 = unlabeled counts as a label)."""
+    _, gt_dense = np.unique(gt_label, return_inverse=True)
+    gt_dense = gt_dense.reshape(-1)
+    key = np.asarray(point_superpoint) * (gt_dense.max() + 1) + gt_dense
+    values, counts = np.unique(key, return_counts=True)
+    best = np.zeros(int(np.max(point_superpoint)) + 1)
+    np.maximum.at(best, values // (gt_dense.max() + 1), counts)
+    return float(best.sum() / len(gt_dense))

@@ -4,19 +4,11 @@ import numpy as np
 import pytest
 
 from partslip_core.config import NormalizeConfig, SuperpointConfig
+from partslip_core.evaluate import superpoint_purity as purity
 from partslip_core.normalize import normalize
 from partslip_core.superpoints import (compute_superpoints, cut_pursuit_available, edge_weights, estimate_normals,
                                        knn_graph, merge_small_components)
 from partslip_core.types import PointCloud
-
-
-def purity(point_superpoint, gt):
-    """Share of points whose superpoint's majority ground-truth label is their own."""
-    key = point_superpoint * (gt.max() + 2) + (gt + 1)
-    values, counts = np.unique(key, return_counts=True)
-    best = np.zeros(point_superpoint.max() + 1)
-    np.maximum.at(best, values // (gt.max() + 2), counts)
-    return best.sum() / len(gt)
 
 
 def _canonical(obj):
@@ -108,3 +100,10 @@ def test_cut_pursuit_does_not_depend_on_thread_settings(synthetic_objects):
     finally:
         torch.set_num_threads(previous)
     assert all(np.array_equal(results[0], other) for other in results[1:])
+
+
+def test_purity_counts_the_majority_label_of_each_superpoint():
+    superpoints = np.array([0, 0, 0, 1, 1, 2])
+    labels = np.array([5, 5, -1, 7, 7, -1])
+    assert purity(superpoints, labels) == pytest.approx(5 / 6)
+    assert purity(np.arange(6), labels) == 1.0 and purity(np.zeros(6, int), labels) == pytest.approx(2 / 6)
