@@ -37,14 +37,34 @@ AUTHORS_DIFFERENCES = (
     "projected points (hidden ones too) with mean() < 0.98",
     "small parts: ours lets a small part win only when tied with the best score; in the authors' code the "
     "small part with the highest index among those scoring >= 0.5 wins, even over a higher-scoring large part",
-    "box fraction vectors: ours normalizes the L1 distance by the number of boxes where either superpoint "
-    "has points inside and treats 'no shared box' as no evidence (merge on adjacency); the authors divide "
-    "by the larger fraction sum and refuse to merge without shared evidence",
+    "box fraction vectors (instances.box_profile_normalization): by default (active_boxes) ours normalizes the L1 "
+    "distance by the number of boxes where either superpoint has points inside and treats 'no view sees both' as no "
+    "evidence (distance 0: merge on adjacency); the authors (fraction_sum, also in this file) divide by the larger "
+    "fraction sum and return 1 (never merge) when no view sees both",
     "adjacency: ours uses gap <= 0.02, the authors gap < 0.02",
     "instance confirmation: ours uses the kept boxes (whole-object boxes removed) and scores an instance by its "
     "best matching box; the authors use all boxes of the view and give no score",
+    "robustness options, all off in the reference preset (config/segment.yaml turns most on; docs/quality.md): "
+    "vote.whole_object_rule explained, vote.uncovered_weight, vote.part_view_normalization, "
+    "vote.prefer_smaller_boxes, vote.refine_points, vote.score_weighting, vote.reestimate_iterations / "
+    "min_box_agreement, instances.unconfirmed split, instances.slab_distance, instances.regroup_distance; "
+    "this loop reference implements none of them (the equivalence test runs the reference behaviour)",
     "the authors skip the inside test when a superpoint's 2D bounds have IoU < 1e-6 with the box, which "
     "counts a superpoint with one visible point (zero-area bounds) as outside every box; ours does not",
+    "superpoints.backend: the authors run L0 cut pursuit (CPU-only C++); ours adds torch, a greedy L0 merge of the "
+    "same energy on the same graph (partslip_core/superpoints_torch.py, same code on CPU and CUDA), and auto = cut "
+    "pursuit on CPU when pycut-pursuit imports, torch otherwise and always on CUDA. The reference preset keeps auto "
+    "and normal_max_nn 30; config/segment.yaml uses torch with normal_max_nn 16 (docs/superpoints.md). The loop "
+    "reference takes superpoints as an input, so the equivalence test does not cover this stage",
+    "render.backend: the authors rasterize with pytorch3d; ours also has a pure-torch splatter with pytorch3d's "
+    "conventions, and auto (both presets) picks the splatter on CPU and pytorch3d on CUDA when it imports. This "
+    "file's loop z-buffer follows the splatter's rules; test_render.py compares the two backends only where "
+    "pytorch3d is installed",
+    "render.uncoloured: the authors need rgb; a cloud without rgb is rendered shaded (default: headlight Lambert on "
+    "normals + depth, render.shaded_grey) or flat mid grey (flat); clouds with rgb render identically either way",
+    "masks.backend: sam (off by default: none in both presets) is the PartSLIP++ step, a SAM mask per box prompt "
+    "(partslip_core/detect/sam.py; by default clipped to the box grown by masks.clip_margin) used for voting "
+    "instead of the rectangle; PartSLIP's code votes with boxes, as this file does",
 )
 
 
@@ -242,16 +262,25 @@ def find_root(parent: list[int], node: int) -> int:
     return root
 
 
-def box_profile_distance(ratio_i: list, ratio_k: list, boxes: list[KeptBox], part: int) -> np.float32:
-    """Mean |difference| of the two superpoints' in-box fractions over boxes of ``part`` that see both
-    and hold points of either; 0 when no box does (no evidence against merging)."""
+def box_profile_distance(ratio_i: list, ratio_k: list, boxes: list[KeptBox], part: int,
+                         normalization: str = "active_boxes") -> np.float32:
+    """active_boxes (ours): mean |difference| of the two superpoints' in-box fractions over boxes of ``part``
+    that see both and hold points of either; 0 when no box does (no evidence against merging).
+    fraction_sum (the authors): sum |difference| over boxes of ``part`` seeing both / the larger fraction
+    sum; 1 (never merge) when no box sees both or both sums are below 1e-3."""
     total, count = F32(0.0), 0
+    sum_i, sum_k, seen = F32(0.0), F32(0.0), 0
     for b, box in enumerate(boxes):
         if box.label != part or ratio_i[b] is None or ratio_k[b] is None:
             continue
-        if ratio_i[b] > 0 or ratio_k[b] > 0:
+        seen += 1
+        sum_i, sum_k = F32(sum_i + ratio_i[b]), F32(sum_k + ratio_k[b])
+        if normalization == "fraction_sum" or ratio_i[b] > 0 or ratio_k[b] > 0:
             total = F32(total + abs(F32(ratio_i[b] - ratio_k[b])))
             count += 1
+    if normalization == "fraction_sum":
+        larger = max(sum_i, sum_k)
+        return F32(1.0) if seen == 0 or larger < F32(1e-3) else F32(total / larger)
     return F32(total / F32(max(count, 1)))
 
 
@@ -274,7 +303,8 @@ def merge_part(part: int, votes: ReferenceVotes, superpoints: list[list[int]], b
             size_i, size_k = F32(len(superpoints[i])), F32(len(superpoints[k]))
             if not F32(max(size_i, size_k) / max(min(size_i, size_k), F32(1.0))) < F32(config.max_size_ratio):
                 continue
-            distance = box_profile_distance(votes.in_box_ratio[i], votes.in_box_ratio[k], votes.boxes, part)
+            distance = box_profile_distance(votes.in_box_ratio[i], votes.in_box_ratio[k], votes.boxes, part,
+                                            config.box_profile_normalization)
             if distance < F32(config.box_profile_distance):
                 parent[find_root(parent, i)] = find_root(parent, k)
     groups: dict[int, list[int]] = {}

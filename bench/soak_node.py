@@ -9,16 +9,14 @@ a synthetic object (with gt_label/gt_instance fields) from a paced thread, liste
 /diagnostics (messages received / accepted / dropped, runs, failures) and ~/segmentation (results,
 end-to-end latency = result receive time - stamp of the newest cloud in it), and samples the node
 process's RSS. Every ``--report-every`` seconds it prints one line; at the end one SUMMARY line.
-Exit status 1 when the node died or a run failed. A private ROS_DOMAIN_ID and localhost-only
-discovery keep it away from other ROS traffic.
+Exit status 1 when the node died or a run failed. Starting and stopping the node process:
+``bench/node_process.py`` (shared with bench_node_latency.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import random
-import signal
 import subprocess
 import sys
 import threading
@@ -30,8 +28,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-VIEWS = [10.0, 0.0, 10.0, 90.0, 10.0, 180.0, 10.0, 270.0, 40.0, 0.0, 40.0, 120.0, 40.0, 240.0,
-         -20.0, 60.0, -20.0, 180.0, -20.0, 300.0]  # the 10 reference views, flat [elevation, azimuth, ...]
+sys.path.insert(0, str(REPO))  # run as `python bench/soak_node.py`
+
+from bench.node_process import (ground_truth_overrides, node_command, object_cloud, private_ros_domain,  # noqa: E402
+                                start_node, stop_node, wait_for_subscriber)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -55,20 +55,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def node_command(args: argparse.Namespace, name: str, topic: str, parts: Sequence[str]) -> list[str]:
-    overrides = {
-        "input_topic": topic, "input_qos": args.qos, "parts": "[" + ", ".join(parts) + "]", "fixed_frame": "world",
-        "pipeline.detector.backend": "ground_truth", "pipeline.device": "cpu",
-        "pipeline.render.image_size": args.image_size,
-        "pipeline.render.views": "[" + ", ".join(str(v) for v in VIEWS[:2 * args.views]) + "]",
-        "queue_size": args.queue_size, "window.size": args.window, "trigger.mode": "continuous",
-        "trigger.every_n_frames": args.every_n, "trigger.max_rate_hz": float(args.max_run_rate),
-    }
-    command = [sys.executable, "-m", "partslip_ros.node", "--params-file", str(REPO / "config" / "segment.yaml"),
-               "--ros-args", "-r", f"__node:={name}"]
-    for key, value in overrides.items():
-        command += ["-p", f"{key}:={value}"]
-    return command
+def soak_overrides(args: argparse.Namespace, topic: str, parts: Sequence[str]) -> dict:
+    return {"input_topic": topic, "input_qos": args.qos, **ground_truth_overrides(parts, args.views, args.image_size),
+            "queue_size": args.queue_size, "window.size": args.window, "trigger.mode": "continuous",
+            "trigger.every_n_frames": args.every_n, "trigger.max_rate_hz": float(args.max_run_rate)}
 
 
 def rss_mb(pid: int) -> float:
@@ -184,14 +174,6 @@ def stage_medians(stage_ms: dict[str, list[float]]) -> str:
     return ", ".join(f"{name}={np.median(values):.0f}" for name, values in stage_ms.items() if name != "total")
 
 
-def make_cloud(args: argparse.Namespace):
-    from std_msgs.msg import Header
-    from partslip_core.synthetic import make_object
-    from partslip_ros.scan_publisher import scan_to_cloud
-    obj = make_object(args.category, args.points, seed=0)
-    return list(obj.part_names), scan_to_cloud(Header(frame_id="world"), obj, True)
-
-
 def monitor(args, observed: Observed, process: subprocess.Popen, publisher_thread: threading.Thread) -> float:
     """Sample RSS every second and print a line every ``report_every`` s until publishing ends; returns elapsed."""
     start = time.monotonic()
@@ -212,18 +194,15 @@ def monitor(args, observed: Observed, process: subprocess.Popen, publisher_threa
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(101, 215))
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    private_ros_domain()
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import PointCloud2
     from partslip_ros.node import NodeSpinner
-    parts, msg = make_cloud(args)
+    parts, msg = object_cloud(args.category, args.points)
     name, topic = f"soak_node_{os.getpid()}", f"soak_points_{os.getpid()}"
-    Path(args.node_log).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.node_log, "w") as log:
-        process = subprocess.Popen(node_command(args, name, topic, parts), cwd=REPO, env=dict(os.environ),
-                                   stdout=log, stderr=subprocess.STDOUT)
+    process = start_node(node_command(REPO / "config" / "segment.yaml", name, soak_overrides(args, topic, parts)),
+                         args.node_log)
     rclpy.init()
     observed, stop = Observed(), threading.Event()
     driver = rclpy.create_node(f"soak_driver_{os.getpid()}")
@@ -233,11 +212,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         depth=5, reliability=ReliabilityPolicy.RELIABLE)
     publisher = driver.create_publisher(PointCloud2, topic, qos)
     try:
-        deadline = time.monotonic() + 60
-        while publisher.get_subscription_count() == 0 and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.1)
-        if publisher.get_subscription_count() == 0:
-            print(f"the node did not subscribe within 60 s; see {args.node_log}", file=sys.stderr)
+        if not wait_for_subscriber(publisher, process, args.node_log):
             return 1
         print(f"soak: {args.points} points at {args.rate:g} Hz ({args.qos}) for {args.minutes:g} min -> {name} "
               f"(pid {process.pid}, log {args.node_log})", flush=True)
@@ -252,12 +227,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0 if alive and not failed else 1
     finally:
         stop.set()
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_node(process)
         spinner.stop()
         driver.destroy_node()
         listener.destroy_node()

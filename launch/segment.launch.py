@@ -2,20 +2,25 @@
 
     ros2 launch partslip_ros segment.launch.py input_topic:=/camera/depth/color/points \
         parts:="[handle, lid, body]" use_rviz:=true
+    # parts also takes "handle, lid, body"; parts:="[]" leaves it unset (runs skipped until it is set)
 
 Without launch_ros (pip installs) start the same node with the same YAML:
     partslip_node --params-file config/segment.yaml --ros-args -p input_topic:=/camera/points
+
+Shutdown: Ctrl-C stops the node cleanly (exit 0); the node also exits if launch itself dies
+(PARTSLIP_EXIT_WITH_PARENT), so it is never left orphaned. use_rviz:=true without rviz2 installed
+logs why and starts the node alone.
 """
 
 import os
 
-import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.conditions import IfCondition
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from partslip_ros.launch_args import EXIT_WITH_PARENT_ENV, package_available, parts_parameter
 
 
 def _overrides(context):
@@ -24,10 +29,9 @@ def _overrides(context):
     topic = LaunchConfiguration("input_topic").perform(context)
     if topic:
         overrides["input_topic"] = topic
-    parts = LaunchConfiguration("parts").perform(context).strip()
-    if parts:
-        value = yaml.safe_load(parts)  # "[handle, lid]" or "handle"
-        overrides["parts"] = [str(p) for p in (value if isinstance(value, list) else [value])]
+    parts = parts_parameter(LaunchConfiguration("parts").perform(context))
+    if parts is not None:
+        overrides["parts"] = parts
     return overrides
 
 
@@ -40,6 +44,22 @@ def _node(context, *args, **kwargs):
         output="screen",
         emulate_tty=True,
         parameters=[params_file, _overrides(context)],
+        additional_env={EXIT_WITH_PARENT_ENV: "1"},
+    )]
+
+
+def _rviz(context, *args, **kwargs):
+    if LaunchConfiguration("use_rviz").perform(context).lower() not in ("true", "1", "yes"):
+        return []
+    if not package_available("rviz2"):
+        return [LogInfo(msg="use_rviz:=true but rviz2 is not installed: starting partslip_node without RViz")]
+    share = get_package_share_directory("partslip_ros")
+    return [Node(
+        package="rviz2",
+        executable="rviz2",
+        name="partslip_rviz",
+        arguments=["-d", os.path.join(share, "config", "partslip.rviz")],
+        output="log",
     )]
 
 
@@ -51,15 +71,10 @@ def generate_launch_description():
         DeclareLaunchArgument("input_topic", default_value="",
                               description="PointCloud2 topic; empty = input_topic from params_file."),
         DeclareLaunchArgument("parts", default_value="",
-                              description="Part names as a YAML list, e.g. \"[handle, lid]\"; empty = from params_file."),
-        DeclareLaunchArgument("use_rviz", default_value="false", description="Also start RViz with config/partslip.rviz."),
+                              description="Part names: \"[handle, lid]\" or \"handle, lid\"; \"[]\" = unset; "
+                                          "empty = from params_file."),
+        DeclareLaunchArgument("use_rviz", default_value="false",
+                              description="Also start RViz with config/partslip.rviz."),
         OpaqueFunction(function=_node),
-        Node(
-            package="rviz2",
-            executable="rviz2",
-            name="partslip_rviz",
-            arguments=["-d", os.path.join(share, "config", "partslip.rviz")],
-            condition=IfCondition(LaunchConfiguration("use_rviz")),
-            output="log",
-        ),
+        OpaqueFunction(function=_rviz),
     ])

@@ -1,9 +1,10 @@
 """The offline ``partslip`` command: segment a PLY, evaluate on a labeled dataset, generate synthetic data, manage models.
 
     partslip segment INPUT.ply --parts "seat,back,leg" [--detector NAME] [--out DIR]
-    partslip eval DATASET_DIR --detector ground_truth [--jitter 0.1] [--out report.json]
+    partslip eval DATASET_DIR --detector ground_truth [--box-noise] [--seeds 0,1,2] [--out report.json]
     partslip generate OUT_DIR [--categories chair,mug] [--shapes 4] [--points 10000] [--partial]
     partslip models list|verify|download ...
+    partslip finetune DATA_DIR --out models/my_category [--backend grounding_dino] [--init DIR | --scratch small]
 
 Errors in the input (missing file, empty cloud, NaNs, no parts, bad config) print one clear line and
 exit with status 2; a failing detector exits with status 3.
@@ -45,6 +46,10 @@ def build_config(args: argparse.Namespace) -> PipelineConfig:
         overrides["render"] = {"image_size": args.image_size}
     if getattr(args, "up_axis", None):
         overrides["normalize"] = {"up_axis": args.up_axis}
+    masks = {k: v for k, v in {"backend": getattr(args, "masks", None),
+                               "weights": getattr(args, "mask_weights", None)}.items() if v is not None}
+    if masks:
+        overrides["masks"] = masks
     return load_config(args.config, overrides)
 
 
@@ -99,9 +104,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
     detector = make_detector(config, extras, noise, config.seed)
     print(f"segmenting {cloud.num_points} points into [{', '.join(parts)}] with detector "
           f"'{config.detector.backend}' on {config.device}", file=sys.stderr)
-    result = segment(cloud, parts, config, detector,
+    result = segment(cloud, parts, config, detector, keep_views=args.debug,
                      progress=lambda stage: print(f"  {stage} ...", file=sys.stderr, flush=True))
     files = write_outputs(Path(args.out), cloud, result, config.normalize.up_axis)
+    if args.debug:  # the rendered views with the detector's boxes, and the cloud coloured by superpoint
+        from partslip_core.debug import write_debug_files
+        files += write_debug_files(Path(args.out), cloud, result)
+    if result.diagnosis is not None and result.diagnosis.applies:
+        print(f"partslip segment: why unlabelled ({result.diagnosis.reason}): {result.diagnosis.message}",
+              file=sys.stderr)
     summary = result.summary()
     print(json.dumps({"points_per_part": summary["points_per_part"], "unlabeled": summary["unlabeled_points"],
                       "instances": len(result.instances), "total_ms": round(result.timings_ms["total"], 1)}))
@@ -111,21 +122,40 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from partslip_core.eval_runner import evaluate_dataset
+    from partslip_core.eval_runner import evaluate_seeds
 
     config = build_config(args)
-    noise = GroundTruthNoise(jitter=args.jitter, drop_probability=args.drop,
-                             false_positives_per_view=args.false_positives)
+    issue = {"jitter": 0.1, "drop": 0.3, "false_positives": 1} if args.box_noise else {}
+    values = {name: getattr(args, name) if getattr(args, name) is not None else issue.get(name, 0)
+              for name in ("jitter", "drop", "false_positives")}
+    try:
+        noise = GroundTruthNoise(jitter=values["jitter"], drop_probability=values["drop"],
+                                 false_positives_per_view=values["false_positives"])
+        seeds = [int(s) for s in split_parts(args.seeds)] if args.seeds else [config.seed]
+    except ValueError as error:
+        raise InputError(f"box noise: {error}") from error
+    if noise.active and config.detector.backend != "ground_truth":
+        raise InputError("--box-noise/--jitter/--drop/--false-positives perturb the ground_truth detector's boxes: "
+                         "pass --detector ground_truth")
     categories = split_parts(args.categories) if args.categories else None
-    reports = evaluate_dataset(Path(args.dataset), config, noise=noise, categories=categories,
-                               limit=args.limit, show_progress=not args.quiet)
-    for report in reports:
-        print(f"{report.category:<12} shapes={report.num_shapes:<4} mIoU={report.miou:.3f} mAP50={report.map50:.3f}")
+    print(f"box noise: jitter {noise.jitter}, drop {noise.drop_probability}, {noise.false_positives_per_view} "
+          f"false positive(s) per view; seeds {seeds}", file=sys.stderr)
+    per_seed = evaluate_seeds(Path(args.dataset), config, noise, seeds, categories=categories, limit=args.limit,
+                              show_progress=not args.quiet)
+    reports = per_seed[0]
+    for index, report in enumerate(reports):
+        mious = [run[index].miou for run in per_seed]
+        maps = [run[index].map50 for run in per_seed]
+        spread = f" (+-{np.std(mious):.3f} over {len(seeds)} seeds)" if len(seeds) > 1 else ""
+        print(f"{report.category:<12} shapes={report.num_shapes:<4} mIoU={np.mean(mious):.3f}{spread} "
+              f"mAP50={np.nanmean(maps):.3f} best-instance-IoU={np.nanmean([r[index].instance_best_iou for r in per_seed]):.3f}")
     if reports:
-        print(f"{'mean':<12} {'':<11} mIoU={np.nanmean([r.miou for r in reports]):.3f} "
-              f"mAP50={np.nanmean([r.map50 for r in reports]):.3f}")
+        print(f"{'mean':<12} {'':<11} mIoU={np.nanmean([r.miou for run in per_seed for r in run]):.3f} "
+              f"mAP50={np.nanmean([r.map50 for run in per_seed for r in run]):.3f}")
     if args.out:
-        Path(args.out).write_text(json.dumps([r.to_dict() for r in reports], indent=2))
+        payload = [r.to_dict() for r in reports] if len(seeds) == 1 else {
+            "seeds": seeds, "reports": {str(s): [r.to_dict() for r in run] for s, run in zip(seeds, per_seed)}}
+        Path(args.out).write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
@@ -143,6 +173,33 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from partslip_core.finetune import FinetuneConfig, finetune
+    from partslip_core.finetune.data import load_shapes
+    from partslip_core.finetune.views import AugmentConfig
+
+    config = build_config(args)
+    parts = split_parts(args.parts) if args.parts else None
+    categories = split_parts(args.categories) if args.categories else None
+    shapes = load_shapes(args.data, parts, categories)
+    held_out = load_shapes(args.eval_data, parts, categories) if args.eval_data else None
+    settings = FinetuneConfig(
+        backend=config.detector.backend, init=args.init or "", scratch=args.scratch or "", steps=args.steps,
+        batch_size=args.batch_size, accumulate=args.accumulate, lr=args.lr, freeze_backbones=args.freeze_backbones,
+        fp16=not args.no_fp16, seed=args.seed, holdout=args.holdout, eval_before=not args.no_eval_before,
+        augment=AugmentConfig(extra_views=args.extra_views, partial_variants=args.partial_variants))
+    print(f"fine-tuning {settings.backend} on {len(shapes)} shapes "
+          f"({', '.join(sorted({s.category for s in shapes}))}) on {config.device}", file=sys.stderr)
+    result = finetune(shapes, args.out, settings, config, eval_shapes=held_out, progress=not args.quiet)
+    if result.table:
+        print(result.table)
+    print(f"loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f} over {len(result.losses)} steps "
+          f"({result.num_train_images} training views, {result.train_seconds:.0f} s)")
+    print(f"wrote {result.output_dir}; use it with --detector {settings.backend} --weights {result.output_dir} "
+          f"(config: detector.backend: {settings.backend}, detector.weights: {result.output_dir})", file=sys.stderr)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from partslip_core.models import models_main
 
@@ -156,8 +213,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, help="detector score threshold")
     parser.add_argument("--device", help="cpu | cuda | cuda:N | auto")
     parser.add_argument("--image-size", type=int, help="render size in pixels (reference: 800)")
-    parser.add_argument("--up-axis", help="the input's up axis (default z, ROS convention; PartNet: y)")
-    parser.add_argument("--jitter", type=float, default=0.0, help="ground_truth detector: box jitter")
+    parser.add_argument("--up-axis", choices=UP_AXES, help="the input's up axis (default z, ROS convention; PartNet: y; "
+                        "an optical-frame camera: -y)")
+    parser.add_argument("--masks", choices=("none", "sam"), help="refine each box into a SAM mask (default: none)")
+    parser.add_argument("--mask-weights", help="SAM weights: sam_vit_base | sam_vit_huge | a folder | a hub id")
+    parser.add_argument("--jitter", type=float, default=None,
+                        help="ground_truth detector: each box edge moves by U(-j, j) x box size")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,13 +230,20 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--parts", required=True, help='comma-separated part names, e.g. "seat,back,leg"')
     seg.add_argument("--out", default="out/segment", help="output directory")
     seg.add_argument("--drop-nonfinite", action="store_true", help="drop NaN/Inf points instead of failing")
+    seg.add_argument("--debug", action="store_true", help="also write debug_views.png (rendered views with the "
+                     "detector's boxes/masks) and debug_superpoints.ply (cloud coloured by superpoint)")
     _common(seg)
     ev = sub.add_parser("eval", help="semantic mIoU and instance mAP50 on a labeled dataset folder")
     ev.add_argument("dataset")
     ev.add_argument("--categories", help="comma-separated subset")
     ev.add_argument("--limit", type=int, help="at most this many shapes per category")
-    ev.add_argument("--drop", type=float, default=0.0, help="ground_truth detector: drop probability")
-    ev.add_argument("--false-positives", type=float, default=0.0, help="ground_truth detector: per view")
+    ev.add_argument("--box-noise", action="store_true",
+                    help="ground_truth detector: the box-noise model (jitter 0.1, drop 0.3, 1 false positive per "
+                         "view); --jitter/--drop/--false-positives override its parts")
+    ev.add_argument("--drop", type=float, default=None, help="ground_truth detector: drop probability per box")
+    ev.add_argument("--false-positives", type=int, default=None,
+                    help="ground_truth detector: random-label boxes per view, inside the object")
+    ev.add_argument("--seeds", help="comma-separated seeds of the noise (default: the config's seed), e.g. 0,1,2")
     ev.add_argument("--out", help="write the report as JSON")
     ev.add_argument("--quiet", action="store_true")
     _common(ev)
@@ -186,15 +254,97 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--points", type=int, default=10000)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--partial", action="store_true", help="single-sided scans with sensor noise")
+    fin = sub.add_parser("finetune", help="fine-tune Grounding DINO / OWLv2 on labelled shapes (few-shot)")
+    fin.add_argument("data", help="labelled shapes: a PartNet-E style root, one category folder, or labelled PLYs")
+    fin.add_argument("--out", required=True, help="model folder to write (then: detector.weights: OUT)")
+    fin.add_argument("--backend", dest="detector", default="grounding_dino", choices=["grounding_dino", "owlv2"])
+    start = fin.add_mutually_exclusive_group()
+    start.add_argument("--init", help="pretrained weights: folder, known model name or hub id (default: the backend's)")
+    start.add_argument("--scratch", help="train from random weights: preset tiny|small or a JSON of sizes")
+    fin.add_argument("--parts", help="part names in label order (required for labelled PLYs; else read from the data)")
+    fin.add_argument("--categories", help="comma-separated subset of the data's categories")
+    fin.add_argument("--steps", type=int, default=300)
+    fin.add_argument("--batch-size", type=int, default=4)
+    fin.add_argument("--accumulate", type=int, default=1, help="gradient accumulation (forward passes per step)")
+    fin.add_argument("--lr", type=float, default=1e-4)
+    fin.add_argument("--freeze-backbones", action="store_true", help="train only fusion, heads and projections")
+    fin.add_argument("--no-fp16", action="store_true", help="full precision on CUDA (fp16 autocast is the default)")
+    fin.add_argument("--seed", type=int, default=0)
+    fin.add_argument("--holdout", type=float, default=0.25, help="held-out shapes per category: fraction or count")
+    fin.add_argument("--eval-data", help="evaluate on this folder instead of a held-out split")
+    fin.add_argument("--no-eval-before", action="store_true", help="skip evaluating the starting model")
+    fin.add_argument("--extra-views", type=int, default=10, help="random views per shape on top of the K views")
+    fin.add_argument("--partial-variants", type=int, default=1, help="partial-scan renders per shape")
+    fin.add_argument("--quiet", action="store_true")
+    fin.add_argument("--config", help="pipeline YAML (renderer, thresholds) used for training and evaluation")
+    fin.add_argument("--threshold", type=float, help="detector score threshold for the evaluation")
+    fin.add_argument("--device", help="cpu | cuda | cuda:N | auto")
+    fin.add_argument("--image-size", type=int, help="render size in pixels (reference: 800)")
+    fin.add_argument("--up-axis", help="the shapes' up axis (default z; PartNet: y)")
     mod = sub.add_parser("models", help="list, verify or download detector weights")
     mod.add_argument("models_args", nargs=argparse.REMAINDER)
     return parser
 
 
+UP_AXES = ("x", "y", "z", "-x", "-y", "-z")
+
+
+def attach_negative_axes(argv: Sequence[str]) -> list[str]:
+    """``--up-axis -y`` -> ``--up-axis=-y``: argparse takes a value starting with '-' for an option."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--up-axis" and arg in UP_AXES:
+            out[-1] = f"--up-axis={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+class SkipSelfHandled(logging.Filter):
+    """Drops records that a library already printed through its own handler (huggingface_hub and transformers
+    attach one): without this each of their warnings is printed twice, once plain and once with our prefix."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None and logger is not logging.root:
+            if any(not isinstance(h, logging.NullHandler) for h in logger.handlers):
+                return False
+            if not logger.propagate:
+                break
+            logger = logger.parent
+        return True
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (``main`` may run many times in one process)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def setup_logging(verbose: bool) -> None:
+    """One stderr handler on the root logger ("LEVEL message") skipping self-handled records; like
+    logging.basicConfig, nothing is added when the root logger already has handlers (an embedding app's)."""
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not root.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        handler.addFilter(SkipSelfHandled())
+        handler.partslip_cli = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
-    handlers = {"segment": cmd_segment, "eval": cmd_eval, "generate": cmd_generate, "models": cmd_models}
+    args = build_parser().parse_args(attach_negative_axes(sys.argv[1:] if argv is None else argv))
+    setup_logging(args.verbose)
+    handlers = {"segment": cmd_segment, "eval": cmd_eval, "generate": cmd_generate, "models": cmd_models,
+                "finetune": cmd_finetune}
     started = time.perf_counter()
     try:
         status = handlers[args.command](args)

@@ -63,8 +63,13 @@ class RenderConfig:
     fov_degrees: float = 60.0
     znear: float = 0.01
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    # clouds without rgb: shaded = grey by the angle to the camera (headlight Lambert on estimated
+    # normals) and depth, so a detector sees shape; flat = constant mid grey (what the reference would draw)
+    uncoloured: str = "shaded"  # shaded | flat
 
     def __post_init__(self) -> None:
+        _require(self.uncoloured in ("shaded", "flat"),
+                 f"render.uncoloured must be shaded or flat; got {self.uncoloured!r}")
         _require(self.backend in ("auto", "torch", "pytorch3d"),
                  f"render.backend must be auto, torch or pytorch3d; got {self.backend!r}")
         _require(len(self.views) > 0, "render.views must list at least one (elevation, azimuth) pair")
@@ -113,7 +118,9 @@ class DetectorConfig:
 class SuperpointConfig:
     """Over-segmentation into superpoints (reference: L0 cut pursuit on a kNN graph)."""
 
-    backend: str = "auto"  # auto | cut_pursuit | graph
+    # auto: cut_pursuit (the paper's, C++, CPU) when importable and the run is on CPU, else torch
+    # (greedy L0 merge, same code on CPU and CUDA); graph: the older numpy fallback. docs/superpoints.md
+    backend: str = "auto"  # auto | cut_pursuit | torch | graph
     knn: int = 10
     regularization: float = 0.05
     normal_radius: float = 0.1  # in normalized units (object radius 1)
@@ -125,8 +132,8 @@ class SuperpointConfig:
     graph_max_extent: float = 0.2  # graph backend: voxel size (normalized units) capping a superpoint's spread
 
     def __post_init__(self) -> None:
-        _require(self.backend in ("auto", "cut_pursuit", "graph"),
-                 f"superpoints.backend must be auto, cut_pursuit or graph; got {self.backend!r}")
+        _require(self.backend in ("auto", "cut_pursuit", "torch", "graph"),
+                 f"superpoints.backend must be auto, cut_pursuit, torch or graph; got {self.backend!r}")
         _require(1 <= self.knn <= 64, f"superpoints.knn must be in [1, 64]; got {self.knn}")
         _require(self.regularization > 0, f"superpoints.regularization must be > 0; got {self.regularization}")
         _require(self.normal_radius > 0, f"superpoints.normal_radius must be > 0; got {self.normal_radius}")
@@ -149,10 +156,34 @@ class VoteConfig:
     # ties: a small part wins only ties for the best score (shared/docs/partslip.md);
     # priority: any small part passing the threshold wins (the authors' bbox2seg.py does this)
     small_part_rule: str = "ties"
+    # Robustness to real detectors (partslip_core/vote.py, docs/quality.md); defaults = reference behaviour.
+    # fraction: drop every box covering >= whole_object_fraction (reference); explained: only when the
+    # view's other boxes already cover whole_object_explained of its points (keeps a dominant part's box)
+    whole_object_rule: str = "fraction"
+    whole_object_explained: float = 0.8
+    uncovered_weight: float = 1.0  # weight of visible points in no box of the view (1 = reference, 0 = abstain)
+    score_weighting: bool = False  # a box votes with its detector score instead of 1
+    reestimate_iterations: int = 0  # EM-style passes dropping boxes that disagree with the other views' vote
+    min_box_agreement: float = 0.0  # share of a box's labeled points that must carry its label to keep it
+    prefer_smaller_boxes: bool = False  # ties go to the part with the smaller (more specific) boxes
+    refine_points: bool = False  # points may overrule their superpoint's label with their own vote
+    part_view_normalization: bool = False  # a part's score counts only the views where it has a box
+    min_part_views: int = 3  # ... if it has boxes in at least this many views (else all views count)
 
     def __post_init__(self) -> None:
         _require(0.0 <= self.score_threshold <= 1.0,
                  f"vote.score_threshold must be in [0, 1]; got {self.score_threshold}")
+        _require(self.whole_object_rule in ("fraction", "explained"),
+                 f"vote.whole_object_rule must be fraction or explained; got {self.whole_object_rule!r}")
+        _require(0.0 <= self.whole_object_explained <= 1.0,
+                 f"vote.whole_object_explained must be in [0, 1]; got {self.whole_object_explained}")
+        _require(0.0 <= self.uncovered_weight <= 1.0,
+                 f"vote.uncovered_weight must be in [0, 1]; got {self.uncovered_weight}")
+        _require(0 <= self.reestimate_iterations <= 10,
+                 f"vote.reestimate_iterations must be in [0, 10]; got {self.reestimate_iterations}")
+        _require(self.min_part_views >= 1, f"vote.min_part_views must be >= 1; got {self.min_part_views}")
+        _require(0.0 <= self.min_box_agreement <= 1.0,
+                 f"vote.min_box_agreement must be in [0, 1]; got {self.min_box_agreement}")
         _require(0.0 < self.whole_object_fraction <= 1.0,
                  f"vote.whole_object_fraction must be in (0, 1]; got {self.whole_object_fraction}")
         self.small_part_names = [str(n) for n in self.small_part_names]
@@ -170,14 +201,55 @@ class InstanceConfig:
     max_size_ratio: float = 100.0
     min_box_iou: float = 0.5  # an instance must match a box of its part with IoU above this in some view
     split_extent: float = 0.0  # > 0: group grid-split superpoints (normalized units); 0 = reference
+    # active_boxes (ours, default): mean |difference| over boxes holding points of either, 0 (merge on
+    # adjacency) when no view sees both; fraction_sum (the authors): divide by the larger fraction sum, 1
+    # (never merge) when no view sees both. A documented deviation (bench/reference_impl.py AUTHORS_DIFFERENCES).
+    box_profile_normalization: str = "active_boxes"
+    # drop (reference): a merged group matching no box is discarded; split: fall back to the groups it was
+    # merged from (merges backed by box evidence only), then to one group per box it overlaps
+    unconfirmed: str = "drop"
+    slab_distance: float = 0.0  # > 0: also join same-part instances within this gap when one box matches their union
+    regroup_distance: float = 0.0  # > 0: join unconfirmed same-part fragments within this gap that the boxes see alike
 
     def __post_init__(self) -> None:
+        _require(self.box_profile_normalization in ("active_boxes", "fraction_sum"),
+                 f"instances.box_profile_normalization must be active_boxes or fraction_sum; "
+                 f"got {self.box_profile_normalization!r}")
+        _require(self.unconfirmed in ("drop", "split"),
+                 f"instances.unconfirmed must be drop or split; got {self.unconfirmed!r}")
+        _require(self.slab_distance >= 0, f"instances.slab_distance must be >= 0; got {self.slab_distance}")
+        _require(self.regroup_distance >= 0, f"instances.regroup_distance must be >= 0; got {self.regroup_distance}")
         _require(self.adjacency_distance >= 0, f"instances.adjacency_distance must be >= 0; got {self.adjacency_distance}")
         _require(self.box_profile_distance > 0,
                  f"instances.box_profile_distance must be > 0; got {self.box_profile_distance}")
         _require(self.max_size_ratio >= 1, f"instances.max_size_ratio must be >= 1; got {self.max_size_ratio}")
         _require(0.0 <= self.min_box_iou < 1.0, f"instances.min_box_iou must be in [0, 1); got {self.min_box_iou}")
         _require(self.split_extent >= 0, f"instances.split_extent must be >= 0; got {self.split_extent}")
+
+
+@dataclass
+class MaskConfig:
+    """Optional mask refinement of the detector's boxes (PartSLIP++): each box prompts SAM in its view and
+    voting uses the mask instead of the rectangle. ``none`` keeps box voting (the reference)."""
+
+    backend: str = "none"  # none | sam
+    weights: str = ""  # known model name (sam_vit_base ...), save_pretrained folder or hub id; "" = sam_vit_base
+    allow_download: bool = False  # hub ids: False = local HuggingFace cache only (fail fast offline)
+    batch_size: int = 10  # views per image-encoder pass
+    max_prompts: int = 256  # boxes (summed over views) per mask-decoder pass; bounds memory
+    half_precision: bool = True  # fp16 autocast on CUDA only; ignored on CPU
+    multimask_output: bool = False  # True: 3 candidate masks per box, the best predicted IoU wins
+    mask_threshold: float = 0.0  # on SAM's mask logits (SamProcessor's default)
+    clip_to_box: bool = True  # a mask never reaches beyond its box grown by clip_margin (bounds SAM's leaks)
+    clip_margin: float = 0.1  # of the box's width/height, each side: a box edge cut 10% short loses nothing
+    min_mask_score: float = 0.0  # masks scoring lower (SAM's predicted IoU), or empty, fall back to the box
+
+    def __post_init__(self) -> None:
+        _require(self.backend in ("none", "sam"), f"masks.backend must be none or sam; got {self.backend!r}")
+        _require(self.batch_size > 0, f"masks.batch_size must be > 0; got {self.batch_size}")
+        _require(self.max_prompts > 0, f"masks.max_prompts must be > 0; got {self.max_prompts}")
+        _require(0.0 <= self.clip_margin <= 1.0, f"masks.clip_margin must be in [0, 1]; got {self.clip_margin}")
+        _require(0.0 <= self.min_mask_score <= 1.0, f"masks.min_mask_score must be in [0, 1]; got {self.min_mask_score}")
 
 
 @dataclass
@@ -193,6 +265,7 @@ class PipelineConfig:
     superpoints: SuperpointConfig = field(default_factory=SuperpointConfig)
     vote: VoteConfig = field(default_factory=VoteConfig)
     instances: InstanceConfig = field(default_factory=InstanceConfig)
+    masks: MaskConfig = field(default_factory=MaskConfig)
 
     def __post_init__(self) -> None:
         _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
@@ -206,7 +279,7 @@ class PipelineConfig:
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(PipelineConfig)}
 _SECTION_CLASSES = {
     "normalize": NormalizeConfig, "render": RenderConfig, "detector": DetectorConfig,
-    "superpoints": SuperpointConfig, "vote": VoteConfig, "instances": InstanceConfig,
+    "superpoints": SuperpointConfig, "vote": VoteConfig, "instances": InstanceConfig, "masks": MaskConfig,
 }
 
 

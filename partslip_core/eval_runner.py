@@ -7,6 +7,7 @@ PartNetE_meta.json ({category: [part, ...]}) at ROOT.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -65,3 +66,16 @@ def _evaluate_category(category: str, part_names: list[str], shape_dirs: list[Pa
         gt_labels.append(gt_label)
         gt_instances.append(gt_instance)
     return evaluate_category(category, part_names, pred_labels, gt_labels, pred_instances, gt_instances)
+
+
+def evaluate_seeds(root: Path, config: PipelineConfig, noise: Optional[GroundTruthNoise], seeds: Sequence[int],
+                   categories: Optional[Sequence[str]] = None, limit: Optional[int] = None,
+                   show_progress: bool = False) -> list[list[CategoryReport]]:
+    """``evaluate_dataset`` once per seed (``config.seed`` = seed: the noise of shape i is seeded seed + i)."""
+    if not seeds:
+        raise InputError("give at least one seed")
+    runs = []
+    for seed in seeds:
+        seeded = dataclasses.replace(config, seed=int(seed))
+        runs.append(evaluate_dataset(root, seeded, noise, categories, limit, show_progress))
+    return runs

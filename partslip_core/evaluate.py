@@ -195,6 +195,23 @@ def average_precision_50(preds_per_shape: Sequence[Sequence[InstancePrediction]]
     return ap
 
 
+def instance_best_iou(preds: Sequence[InstancePrediction], gt_instance: np.ndarray, gt_label: np.ndarray,
+                      num_parts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per ground-truth instance: the best IoU with any predicted instance OF ITS PART (0 when none),
+    and the instance's part label; both (G,) over the labeled gt instances.
+
+    Unlike AP50 this says how much of each real part the instances cover: a leg lost by a merge
+    (merged with a neighbour, or dropped because the merged group matched no box) scores 0.
+    """
+    column, gt_labels = _gt_instances(gt_instance, gt_label, num_parts)
+    iou = instance_iou_matrix(preds, column, gt_labels.size)
+    labels = np.array([p.label for p in preds], dtype=np.int64)
+    same = labels[:, None] == gt_labels[None, :] if labels.size else np.zeros((0, gt_labels.size), bool)
+    best = np.where(same, iou, 0.0).max(axis=0, initial=0.0) if gt_labels.size else np.zeros(0)
+    counted = gt_labels >= 0
+    return best[counted], gt_labels[counted]
+
+
 def _json_float(value: float) -> Optional[float]:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), 6)
 
@@ -210,11 +227,15 @@ class CategoryReport:
     map50: float = math.nan
     per_part_ap50: list = field(default_factory=list)
     num_shapes: int = 0
+    instance_best_iou: float = math.nan  # mean over gt instances of their best same-part predicted IoU
+    per_part_best_iou: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-ready (NaN becomes None)."""
         return {"category": self.category, "part_names": list(self.part_names), "num_shapes": self.num_shapes,
                 "miou": _json_float(self.miou), "map50": _json_float(self.map50),
+                "instance_best_iou": _json_float(self.instance_best_iou),
+                "per_part_best_iou": {n: _json_float(float(v)) for n, v in zip(self.part_names, self.per_part_best_iou)},
                 "per_part_iou": {n: _json_float(float(v)) for n, v in zip(self.part_names, self.per_part_iou)},
                 "per_part_ap50": {n: _json_float(float(v)) for n, v in zip(self.part_names, self.per_part_ap50)}}
 
@@ -226,11 +247,16 @@ def evaluate_category(category: str, part_names: Sequence[str], pred_labels: Seq
     """Semantic mIoU, and mAP50 when instance predictions and gt instances are given."""
     num_parts = len(part_names)
     miou, per_part = category_miou(pred_labels, gt_labels, num_parts)
-    ap = np.full(num_parts, np.nan)
+    ap, best_mean, best_per_part = np.full(num_parts, np.nan), math.nan, np.full(num_parts, np.nan)
     if pred_instances is not None and gt_instances is not None:
         ap = average_precision_50(pred_instances, gt_instances, gt_labels, num_parts)
+        pairs = [instance_best_iou(p, gi, gl, num_parts) for p, gi, gl in zip(pred_instances, gt_instances, gt_labels)]
+        best = np.concatenate([b for b, _ in pairs]) if pairs else np.zeros(0)
+        labels = np.concatenate([lab for _, lab in pairs]) if pairs else np.zeros(0, np.int64)
+        best_mean = float(best.mean()) if best.size else math.nan
+        best_per_part = np.array([best[labels == p].mean() if (labels == p).any() else np.nan for p in range(num_parts)])
     return CategoryReport(category, list(part_names), miou, per_part.tolist(), _nanmean(ap), ap.tolist(),
-                          len(gt_labels))
+                          len(gt_labels), best_mean, best_per_part.tolist())
 
 
 def superpoint_purity(point_superpoint: np.ndarray, gt_label: np.ndarray) -> float:

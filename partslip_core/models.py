@@ -126,6 +126,12 @@ KNOWN_MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in [
         local_path="owlv2_large", approx_size="1.75 GB",
         allow_patterns=("*.json", "*.txt", "*.safetensors", "pytorch_model.bin"),
         description="OWLv2 ViT-L/14 ensemble", source_note="checksum unverified; revision not pinned"),
+] + [ModelSpec(  # SAM mask refinement (masks.backend: sam); sizes approximate, from the hub's file listing
+    name=f"sam_vit_{size}", backend="sam", kind="hf_snapshot", repo_id=f"facebook/sam-vit-{size}",
+    local_path=f"sam_vit_{size}", approx_size=approx,
+    description=f"Segment Anything ViT-{size[0].upper()}{' (default masks.weights)' if size == 'base' else ''}",
+    source_note="checksum unverified; revision not pinned")
+    for size, approx in (("base", "375 MB"), ("large", "1.25 GB"), ("huge", "2.56 GB"))
 ] + [_fewshot_spec(category) for category in PARTNETE_PARTS]}
 
 
@@ -224,7 +230,7 @@ def _check_snapshot_folder(spec: ModelSpec, path: Path) -> str:
         model_type = json.loads(config.read_text()).get("model_type", "?")
     except (json.JSONDecodeError, OSError) as error:
         raise ModelError(f"{config}: unreadable ({error})") from error
-    expected = {"grounding_dino": "grounding-dino", "owlv2": "owlv2"}[spec.backend]
+    expected = {"grounding_dino": "grounding-dino", "owlv2": "owlv2", "sam": "sam"}[spec.backend]
     if model_type != expected:
         raise ModelError(f"{path}: config.json says model_type {model_type!r}, expected {expected!r}")
     return f"config ok ({model_type})"

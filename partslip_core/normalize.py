@@ -10,11 +10,16 @@ from partslip_core.types import InputError, NormalizedCloud, PointCloud
 _AXES = {"x": 0, "y": 1, "z": 2}
 
 
+def up_vector(up_axis: str) -> np.ndarray:
+    """(3,) float64 unit vector of an axis name such as "z" or "-y" (``normalize.up_axis``)."""
+    up = np.zeros(3)
+    up[_AXES[up_axis.lstrip("-")]] = -1.0 if up_axis.startswith("-") else 1.0
+    return up
+
+
 def up_axis_rotation(up_axis: str) -> np.ndarray:
     """(3, 3) float32 rotation R with R @ up = +Y and a right-handed frame (row vectors: p_canon = p @ R.T)."""
-    sign = -1.0 if up_axis.startswith("-") else 1.0
-    up = np.zeros(3)
-    up[_AXES[up_axis.lstrip("-")]] = sign
+    up = up_vector(up_axis)
     if np.allclose(up, [0, 1, 0]):
         return np.eye(3, dtype=np.float32)
     if np.allclose(up, [0, -1, 0]):

@@ -1,6 +1,7 @@
 """The whole PartSLIP pipeline in one place.
 
     cloud --normalize--> canonical cloud --render--> K views --detect--> boxes per view
+          [--masks--> a SAM mask per box (masks.backend: sam)]
           --superpoints--> over-segmentation --vote--> semantic labels --instances--> part instances
           --back to the input frame--> PartSegmentationResult
 
@@ -9,6 +10,7 @@ Every stage is a pure function in its own module; this file only wires them and 
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, Sequence
@@ -16,9 +18,11 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from partslip_core.config import PipelineConfig
+from partslip_core.config import MaskConfig, PipelineConfig
+from partslip_core.debug import explain_unlabelled, kept_box_flags
 from partslip_core.detect.base import Detector
-from partslip_core.detect.registry import build_detector
+from partslip_core.detect.registry import build_detector, build_mask_refiner
+from partslip_core.detect.sam import MaskRefiner
 from partslip_core.geometry import oriented_box
 from partslip_core.instances import InstanceGroups, group_instances
 from partslip_core.normalize import normalize
@@ -66,20 +70,55 @@ class StageTimer:
 
 def segment(cloud: PointCloud, part_names: Sequence[str], config: PipelineConfig | None = None,
             detector: Detector | None = None, keep_views: bool = False,
-            progress: Optional[Callable[[str], None]] = None) -> PartSegmentationResult:
+            progress: Optional[Callable[[str], None]] = None,
+            mask_refiner: MaskRefiner | None = None) -> PartSegmentationResult:
     """Segment ``cloud`` into the named parts. Outputs are in the input's frame and point order.
 
-    ``detector`` defaults to the backend named in ``config.detector``; ``progress`` is called with each
-    stage's name as it starts. Raises InputError for bad clouds or part lists, DetectorError when the
-    detector cannot be built or run.
+    ``detector`` defaults to the backend named in ``config.detector``; ``mask_refiner`` (turns boxes
+    into masks) to the one named in ``config.masks`` (none: box voting, the reference); ``progress``
+    is called with each stage's name as it starts. Raises InputError for bad clouds or part lists,
+    DetectorError when the detector or the mask backend cannot be built or run.
     """
     config = config or PipelineConfig()
     with torch_threads(config.cpu_threads):
-        return _segment(cloud, part_names, config, detector, keep_views, progress)
+        return _segment(cloud, part_names, config, detector, keep_views, progress, mask_refiner)
+
+
+class _LastMaskRefiner:
+    """The last mask refiner built from a config, kept so repeated segment() calls (the node, eval over a
+    dataset) do not reload SAM's weights each time. One entry: a config change replaces (frees) it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._refiner: MaskRefiner | None = None
+
+    def get(self, config: MaskConfig, device: torch.device, timer: "StageTimer") -> MaskRefiner | None:
+        key = (repr(config), str(device))
+        with self._lock:
+            if self._key != key:
+                self._key, self._refiner = None, None  # free the old model before loading the new one
+                with timer.stage("load_masks"):
+                    self._refiner = build_mask_refiner(config, str(device))
+                self._key = key
+            return self._refiner
+
+    def clear(self) -> None:
+        with self._lock:
+            self._key, self._refiner = None, None
+
+
+_MASK_REFINERS = _LastMaskRefiner()
+
+
+def clear_model_cache() -> None:
+    """Drop the cached mask refiner (frees its GPU memory)."""
+    _MASK_REFINERS.clear()
 
 
 def _segment(cloud: PointCloud, part_names: Sequence[str], config: PipelineConfig, detector: Detector | None,
-             keep_views: bool, progress: Optional[Callable[[str], None]]) -> PartSegmentationResult:
+             keep_views: bool, progress: Optional[Callable[[str], None]],
+             mask_refiner: MaskRefiner | None = None) -> PartSegmentationResult:
     names = validate_part_names(part_names)
     if not isinstance(cloud, PointCloud):
         raise InputError(f"cloud must be a PointCloud; got {type(cloud).__name__}")
@@ -92,15 +131,22 @@ def _segment(cloud: PointCloud, part_names: Sequence[str], config: PipelineConfi
     if detector is None:
         with timer.stage("load_detector"):
             detector = build_detector(config.detector, str(device))
+    if mask_refiner is None and config.masks.backend != "none":
+        mask_refiner = _MASK_REFINERS.get(config.masks, device, timer)
     with timer.stage("render"):
-        views = render_views(canonical.xyz, canonical.rgb, config.render, device)
+        # no input colour: render_views shades by geometry (render.uncoloured) instead of the grey fill
+        views = render_views(canonical.xyz, None if cloud.rgb is None else canonical.rgb, config.render, device,
+                             normals=canonical.normals)
     with timer.stage("detect"):
         detections = detector.detect(views, names)
     if len(detections) != views.num_views:
         raise RuntimeError(f"detector {detector.name!r} returned {len(detections)} views for {views.num_views}")
+    if mask_refiner is not None:
+        with timer.stage("masks"):
+            detections = mask_refiner.refine(views, detections)
     with timer.stage("superpoints"):
         superpoints = compute_superpoints(canonical.xyz, canonical.rgb, canonical.normals, config.superpoints,
-                                          threads=config.cpu_threads)
+                                          threads=config.cpu_threads, device=device)
     with timer.stage("vote"):
         votes = vote(superpoints, views, detections, names, config.vote, device)
     with timer.stage("instances"):
@@ -113,12 +159,16 @@ def _segment(cloud: PointCloud, part_names: Sequence[str], config: PipelineConfi
         instances = build_instances(cloud, canonical, groups, names)
     point_score = np.take_along_axis(votes.superpoint_scores, votes.superpoint_label.clip(0)[:, None], 1)[:, 0]
     point_score = np.where(votes.superpoint_label >= 0, point_score, 0.0)[superpoints.point_superpoint]
+    # why points stay unlabelled (no boxes / whole-object boxes / low scores): sub-millisecond, always kept
+    diagnosis = explain_unlabelled(votes.point_label, detections, votes, names, config.vote, views.point_visible)
     timer.timings_ms["total"] = (time.perf_counter() - started) * 1000.0
     return PartSegmentationResult(
         part_names=names, point_label=votes.point_label.astype(np.int64), point_instance=groups.point_instance,
         point_score=point_score.astype(np.float32), instances=instances, timings_ms=timer.timings_ms,
         num_superpoints=superpoints.num_superpoints, num_boxes=int(len(votes.box_label)),
         views=views if keep_views else None, detections=list(detections) if keep_views else None,
+        kept_boxes=kept_box_flags(votes, detections) if keep_views else None,
+        point_superpoint=superpoints.point_superpoint, diagnosis=diagnosis,
     )
 
 

@@ -7,10 +7,13 @@ P = part names, I = instances. Arrays are numpy unless a field says torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from partslip_core.debug import UnlabelledDiagnosis
 
 
 class InputError(ValueError):
@@ -167,6 +170,8 @@ class SemanticVotes:
     box_superpoint_fraction: (S, B) float32 per-box "fraction inside" over all kept boxes B;
     box_view: (B,) int64, box_label: (B,) int64, boxes: (B, 4) float32, box_score: (B,) float32 —
     the kept boxes (whole-object boxes removed), in view order.
+    collected_box_label: (B0,) int64 labels of the boxes that passed the whole-object check, before
+    re-estimation removed any (None when not computed; partslip_core.debug tells the two filters apart).
     """
 
     superpoint_scores: np.ndarray
@@ -177,6 +182,8 @@ class SemanticVotes:
     box_label: np.ndarray
     boxes: np.ndarray
     box_score: np.ndarray
+    collected_box_label: Optional[np.ndarray] = None
+    box_index: Optional[np.ndarray] = None  # (B,) int64 each kept box's index in its view's detections
 
 
 @dataclass
@@ -234,6 +241,9 @@ class PartSegmentationResult:
     num_boxes: int = 0
     views: Optional[RenderedViews] = None  # kept only when segment(..., keep_views=True)
     detections: Optional[list[ViewDetections]] = None
+    kept_boxes: Optional[list[np.ndarray]] = None  # per view (M,) bool: the box survived voting's filters
+    point_superpoint: Optional[np.ndarray] = None  # (N,) int64 superpoint id per point (debug views)
+    diagnosis: Optional["UnlabelledDiagnosis"] = None  # why points ended unlabelled (partslip_core.debug)
 
     def summary(self) -> dict:
         counts = np.bincount(self.point_label[self.point_label >= 0], minlength=len(self.part_names))
@@ -246,6 +256,7 @@ class PartSegmentationResult:
             "num_boxes": self.num_boxes,
             "instances": [inst.to_dict() for inst in self.instances],
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+            **({"diagnosis": self.diagnosis.to_dict()} if self.diagnosis is not None else {}),
         }
 
 
@@ -255,4 +266,8 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} requested but CUDA is not available (torch {torch.__version__})")
-    return torch.device(device)
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise RuntimeError(f"device {device!r} requested but this machine has {torch.cuda.device_count()} CUDA "
+                           f"device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    return resolved

@@ -3,8 +3,9 @@
     python -m partslip_ros.demo                  # or: bash scripts/demo.sh [options]
 
 Starts ``partslip_node`` as its own process with ``config/segment.yaml`` (the same console script
-and YAML a robot without launch_ros uses), publishes the bundled synthetic scan sequence (a chair
-seen from a sensor moving along an arc) at ``--rate`` Hz, and collects every result. The node runs
+and YAML a robot without launch_ros uses), both processes on the Fast DDS shared-memory profile
+``config/fastdds_shm.xml`` (``--dds-profile ''`` for the DDS defaults), publishes the bundled
+synthetic scan sequence (a chair seen from a sensor moving along an arc) at ``--rate`` Hz, and collects every result. The node runs
 after each new cloud on the growing window, so the results show the fusion filling in the object.
 
 The detector is the ground-truth projection detector (``ground_truth`` backend): it reads the
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import functools
 import json
 import os
 import random
@@ -34,13 +36,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def params_file() -> Path:
-    """config/segment.yaml of the source tree, else of the installed share directory."""
-    local = REPO / "config" / "segment.yaml"
+def params_file(name: str = "segment.yaml") -> Path:
+    """config/<name> of the source tree, else of the installed share directory."""
+    local = REPO / "config" / name
     if local.is_file():
         return local
     from ament_index_python.packages import get_package_share_directory
-    return Path(get_package_share_directory("partslip_ros")) / "config" / "segment.yaml"
+    return Path(get_package_share_directory("partslip_ros")) / "config" / name
 
 
 def msg_to_dict(msg: Any, max_items: Optional[int] = None) -> Any:
@@ -200,16 +202,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=0, help="render size override (0 = config/segment.yaml)")
     parser.add_argument("--out", default="out/demo", help="output folder (relative to the current directory)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the final result")
+    parser.add_argument("--dds-profile", default=None,
+                        help="Fast DDS profile for both processes (default: config/fastdds_shm.xml, shared "
+                             "memory for large clouds); '' = DDS defaults")
     return parser.parse_args(argv)
-
-
-def _stop_with_parent() -> None:
-    """Child process setup (Linux): get SIGINT when the demo dies, so no node outlives it."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def wait_for_final(publisher, collector: ResultCollector, process, timeout: float):
@@ -225,10 +221,15 @@ def wait_for_final(publisher, collector: ResultCollector, process, timeout: floa
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from partslip_ros.dds_check import profile_env
+    profile = params_file("fastdds_shm.xml") if args.dds_profile is None else args.dds_profile
+    configured = profile_env(Path(profile) if profile else None)  # before rclpy starts:
+    os.environ.clear()  # the profile applies to this process and to the node process it starts
+    os.environ.update(configured)
     import rclpy
     from rclpy.parameter import Parameter
 
-    from partslip_ros.node import NodeSpinner
+    from partslip_ros.process import NodeSpinner, set_parent_death_signal
     from partslip_ros.scan_publisher import ScanPublisher
 
     rclpy.init()
@@ -239,8 +240,9 @@ def run(args: argparse.Namespace) -> int:
         Parameter("rate_hz", value=args.rate), Parameter("topic", value=topic), Parameter("reliable", value=False),
         Parameter("wait_for_subscriber_s", value=120.0)])
     collector = ResultCollector(rclpy, f"/{node_name}")
+    # The node gets SIGINT when the demo dies (Linux), so no node outlives it.
     process = subprocess.Popen(node_command(args, node_name, publisher.part_names, topic), cwd=REPO,
-                               preexec_fn=_stop_with_parent)
+                               preexec_fn=functools.partial(set_parent_death_signal, signal.SIGINT))
     spinner = NodeSpinner([publisher, collector.node]).start()
     try:
         final = wait_for_final(publisher, collector, process, args.timeout)

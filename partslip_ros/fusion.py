@@ -1,24 +1,25 @@
 """A short window of input clouds in one fixed frame, fused into one object cloud.
 
 Frames: ``FrameTransformer`` uses tf2_ros when it is importable (a ROS 2 install); otherwise it
-accepts only clouds already in the fixed frame and says why it rejects the others. Fusion:
-optional ICP refinement of the window (open3d), crop box, voxel downsample, statistical outlier
-removal, optional table-plane removal and largest-cluster extraction (open3d when importable,
-numpy/scipy otherwise). Extra per-point integer fields (the ground-truth labels of the demo
-detector) survive voxelization by taking the value of the point nearest to each voxel centroid.
+accepts clouds already in the fixed frame and clouds in the frame of the static ``sensor_to_fixed``
+parameter, and says why it rejects the others. Fusion: optional ICP refinement of the window
+(open3d), crop box, voxel downsample, statistical outlier removal, then object isolation (support
+planes removed, one object cluster kept: ``partslip_core.scene``, on by default). Extra per-point
+integer fields (the ground-truth labels of the demo detector) survive voxelization by taking the
+value of the point nearest to each voxel centroid.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+import transforms3d
 from scipy.spatial import cKDTree
+
+from partslip_core.scene import IsolationConfig, isolate_object
 
 try:
     import open3d as _o3d
@@ -76,15 +77,26 @@ class FusionConfig:
     crop_enabled: bool = False
     crop_min: tuple[float, float, float] = (-1.0, -1.0, -1.0)
     crop_max: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    remove_plane: bool = False
+    isolate_object: bool = True
+    max_planes: int = 3
     plane_distance: float = 0.01
-    largest_cluster: bool = False
+    plane_min_fraction: float = 0.05
     cluster_eps: float = 0.02
     cluster_min_points: int = 10
+    cluster_select: str = "largest"
+    target_point: tuple[float, float, float] = (0.0, 0.0, 0.0)
     icp: bool = False
     icp_max_distance: float = 0.02
     max_points: int = 100_000
     seed: int = 0
+
+    def isolation(self):
+        """The core ``IsolationConfig`` these fields describe."""
+        return IsolationConfig(max_planes=self.max_planes, plane_distance=self.plane_distance,
+                               plane_min_fraction=self.plane_min_fraction, cluster_eps=self.cluster_eps,
+                               cluster_min_points=self.cluster_min_points, select=self.cluster_select,
+                               target_point=tuple(self.target_point), crop_min=tuple(self.crop_min),
+                               crop_max=tuple(self.crop_max), seed=self.seed)
 
     def __post_init__(self) -> None:
         checks = [
@@ -97,12 +109,18 @@ class FusionConfig:
             (self.cluster_min_points >= 1, f"fusion.cluster_min_points must be >= 1; got {self.cluster_min_points}"),
             (self.icp_max_distance > 0, f"fusion.icp_max_distance must be > 0; got {self.icp_max_distance}"),
             (self.max_points > 0, f"fusion.max_points must be > 0; got {self.max_points}"),
+            (len(self.target_point) == 3, "fusion.target_point needs 3 values"),
             (not self.icp or has_open3d(), "fusion.icp needs open3d, which is not importable"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        if self.crop_enabled and not np.all(np.asarray(self.crop_max) > np.asarray(self.crop_min)):
+        try:
+            self.isolation()  # the isolation fields are checked where they are defined (partslip_core.scene)
+        except ValueError as error:
+            raise ValueError(f"fusion.{error}") from error
+        crop_used = self.crop_enabled or self.cluster_select == "crop"
+        if crop_used and not np.all(np.asarray(self.crop_max) > np.asarray(self.crop_min)):
             raise ValueError(f"fusion.crop_max {self.crop_max} must exceed crop_min {self.crop_min} on every axis")
 
 
@@ -121,49 +139,11 @@ class FusedCloud:
     num_frames: int
     counts: dict[str, int] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # stage -> what it did (isolation: what was removed)
 
     @property
     def num_points(self) -> int:
         return int(self.xyz.shape[0])
-
-
-class FrameWindow:
-    """The last ``max_frames`` frames not older than ``max_age_s`` (0 = no age limit)."""
-
-    def __init__(self, max_frames: int, max_age_s: float) -> None:
-        self._frames: deque[Frame] = deque()
-        self.configure(max_frames, max_age_s)
-
-    def configure(self, max_frames: int, max_age_s: float) -> None:
-        if max_frames < 1:
-            raise ValueError(f"window size must be >= 1; got {max_frames}")
-        self.max_frames = int(max_frames)
-        self.max_age_ns = int(max(max_age_s, 0.0) * 1e9)
-        while len(self._frames) > self.max_frames:
-            self._frames.popleft()
-
-    def __len__(self) -> int:
-        return len(self._frames)
-
-    def is_too_old(self, stamp_ns: int, now_ns: int) -> bool:
-        return self.max_age_ns > 0 and now_ns - stamp_ns > self.max_age_ns
-
-    def add(self, frame: Frame) -> None:
-        """Append a frame (out-of-order stamps are kept sorted); the oldest leaves when the window is full."""
-        self._frames.append(frame)
-        if len(self._frames) > 1 and self._frames[-2].stamp_ns > frame.stamp_ns:
-            self._frames = deque(sorted(self._frames, key=lambda f: f.stamp_ns))
-        while len(self._frames) > self.max_frames:
-            self._frames.popleft()
-
-    def frames(self, now_ns: int) -> list[Frame]:
-        """Frames still inside the age limit at ``now_ns`` (older ones are dropped for good)."""
-        while self._frames and self.is_too_old(self._frames[0].stamp_ns, now_ns):
-            self._frames.popleft()
-        return list(self._frames)
-
-    def clear(self) -> None:
-        self._frames.clear()
 
 
 def quaternion_matrix(translation: Sequence[float], quaternion_xyzw: Sequence[float]) -> np.ndarray:
@@ -172,13 +152,8 @@ def quaternion_matrix(translation: Sequence[float], quaternion_xyzw: Sequence[fl
     norm = np.sqrt(x * x + y * y + z * z + w * w)
     if not np.isfinite(norm) or norm < 1e-9:
         raise FusionError("bad_transform", f"quaternion {quaternion_xyzw} has no valid rotation")
-    x, y, z, w = x / norm, y / norm, z / norm, w / norm
     matrix = np.eye(4)
-    matrix[:3, :3] = [
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ]
+    matrix[:3, :3] = transforms3d.quaternions.quat2mat(np.array([w, x, y, z]) / norm)  # transforms3d: w first
     matrix[:3, 3] = [float(v) for v in translation]
     return matrix
 
@@ -189,14 +164,16 @@ def transform_points(xyz: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 
 class FrameTransformer:
-    """source frame -> fixed frame transforms: tf2_ros when importable, else identity for the fixed frame only.
+    """source frame -> fixed frame transforms: tf2_ros when importable, else identity for the fixed frame and the
+    static ``sensor_to_fixed`` transform for its sensor frame.
 
     ``fixed_frame`` "" adopts the first cloud's frame. ``lookup`` raises FusionError("unknown_frame", why).
     """
 
-    def __init__(self, node, fixed_frame: str, use_tf: bool = True, timeout_s: float = 0.1) -> None:
+    def __init__(self, node, fixed_frame: str, use_tf: bool = True, timeout_s: float = 0.1, static=None) -> None:
         self.fixed_frame = fixed_frame
         self.timeout_s = timeout_s
+        self.static = static  # partslip_ros.static_transform.StaticTransform, used without tf2_ros
         self._buffer = None
         self._listener = None
         if use_tf and _tf2_ros is not None and node is not None:
@@ -220,8 +197,11 @@ class FrameTransformer:
         if source_frame.lstrip("/") == fixed.lstrip("/"):
             return None
         if self._buffer is None:
+            if self.static is not None and source_frame.lstrip("/") == self.static.sensor_frame:
+                return self.static.matrix
             raise FusionError("unknown_frame", f"cloud frame {source_frame!r} is not the fixed frame {fixed!r} "
-                                               "and tf2_ros is not installed: publish clouds in the fixed frame")
+                                               "and tf2_ros is not installed: publish clouds in the fixed frame "
+                                               "or give the sensor's pose as sensor_to_fixed.*")
         return self._lookup_tf(fixed, source_frame, stamp_ns)
 
     def _lookup_tf(self, fixed: str, source_frame: str, stamp_ns: int) -> np.ndarray:
@@ -279,58 +259,6 @@ def crop_mask(xyz: np.ndarray, lower: Sequence[float], upper: Sequence[float]) -
     return np.all((xyz >= np.asarray(lower, np.float32)) & (xyz <= np.asarray(upper, np.float32)), axis=1)
 
 
-def _ransac_plane_numpy(xyz: np.ndarray, distance: float, iterations: int, seed: int) -> np.ndarray:
-    """(4,) plane (unit normal, offset) with the most inliers among random 3-point samples."""
-    rng = np.random.default_rng(seed)
-    sample = xyz[rng.integers(0, xyz.shape[0], size=(iterations, 3))]  # (T, 3, 3)
-    normals = np.cross(sample[:, 1] - sample[:, 0], sample[:, 2] - sample[:, 0])
-    lengths = np.linalg.norm(normals, axis=1)
-    valid = lengths > 1e-12
-    normals = normals[valid] / lengths[valid, None]
-    offsets = -np.einsum("ij,ij->i", normals, sample[valid, 0])
-    probe = xyz[rng.choice(xyz.shape[0], size=min(xyz.shape[0], 5000), replace=False)]
-    inliers = (np.abs(probe @ normals.T + offsets) <= distance).sum(axis=0)
-    best = int(np.argmax(inliers))
-    return np.r_[normals[best], offsets[best]]
-
-
-def plane_removal_mask(xyz: np.ndarray, distance: float, seed: int = 0) -> np.ndarray:
-    """(N,) bool keep-mask: drops the dominant plane (a table) and everything on its far side."""
-    if xyz.shape[0] < 10:
-        return np.ones(xyz.shape[0], bool)
-    if _o3d is not None:
-        cloud = _o3d.geometry.PointCloud(_o3d.utility.Vector3dVector(xyz.astype(np.float64)))
-        _o3d.utility.random.seed(seed)
-        plane, _ = cloud.segment_plane(distance_threshold=distance, ransac_n=3, num_iterations=200)
-        plane = np.asarray(plane, np.float64)
-    else:
-        plane = _ransac_plane_numpy(xyz.astype(np.float64), distance, 200, seed)
-    signed = xyz.astype(np.float64) @ plane[:3] + plane[3]
-    off_plane = np.abs(signed) > distance
-    if (signed[off_plane] < 0).sum() > (signed[off_plane] > 0).sum():
-        signed = -signed  # the object is on the side with more points
-    return signed > distance
-
-
-def largest_cluster_mask(xyz: np.ndarray, eps: float, min_points: int) -> np.ndarray:
-    """(N,) bool: the biggest connected cluster (points within ``eps`` chain together)."""
-    if xyz.shape[0] == 0:
-        return np.ones(0, bool)
-    if _o3d is not None:
-        cloud = _o3d.geometry.PointCloud(_o3d.utility.Vector3dVector(xyz.astype(np.float64)))
-        labels = np.asarray(cloud.cluster_dbscan(eps=eps, min_points=min_points))
-    else:
-        pairs = cKDTree(xyz).query_pairs(eps, output_type="ndarray")
-        graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(xyz), len(xyz)))
-        _, labels = connected_components(graph, directed=False)
-        sizes = np.bincount(labels)
-        labels = np.where(sizes[labels] >= min_points, labels, -1)
-    if (labels >= 0).sum() == 0:
-        return np.ones(xyz.shape[0], bool)
-    biggest = np.argmax(np.bincount(labels[labels >= 0]))
-    return labels == biggest
-
-
 def icp_align(frames: list[Frame], max_distance: float) -> list[Frame]:
     """Refine every frame onto the newest one with point-to-point ICP (open3d); poor fits stay as they are."""
     if _o3d is None or len(frames) < 2:
@@ -365,6 +293,7 @@ class _Cloud:
         self.xyz, self.rgb, self.extras = xyz, rgb, extras
         self.counts: dict[str, int] = {"input": int(xyz.shape[0])}
         self.timings: dict[str, float] = {}
+        self.notes: dict[str, str] = {}
 
     def keep(self, mask: np.ndarray) -> None:
         self.xyz = self.xyz[mask]
@@ -378,8 +307,9 @@ class _Cloud:
         self.counts[name] = int(self.xyz.shape[0])
 
 
-def fuse(frames: list[Frame], config: FusionConfig) -> FusedCloud:
-    """Fuse a window into one cloud; raises FusionError("empty_window" / "empty_after_fusion")."""
+def fuse(frames: list[Frame], config: FusionConfig, up: Sequence[float] = (0.0, 0.0, 1.0)) -> FusedCloud:
+    """Fuse a window into one cloud (``up``: the fixed frame's up vector, for object isolation);
+    raises FusionError("empty_window" / "empty_after_fusion")."""
     if not frames:
         raise FusionError("empty_window", "no frames in the window (none received, or all older than window.max_age_s)")
     if config.icp:
@@ -394,11 +324,13 @@ def fuse(frames: list[Frame], config: FusionConfig) -> FusedCloud:
     cloud.stage("voxel", voxelize)
     cloud.stage("outliers", lambda c: c.keep(statistical_inliers(c.xyz, config.outlier_neighbors,
                                                                    config.outlier_std_ratio)))
-    if config.remove_plane:
-        cloud.stage("plane", lambda c: c.keep(plane_removal_mask(c.xyz, config.plane_distance, config.seed)))
-    if config.largest_cluster:
-        cloud.stage("cluster", lambda c: c.keep(largest_cluster_mask(c.xyz, config.cluster_eps,
-                                                                     config.cluster_min_points)))
+    if config.isolate_object:
+        def isolate(c: _Cloud) -> None:
+            result = isolate_object(c.xyz, config.isolation(), up)
+            c.notes["isolation"] = result.summary()
+            c.keep(result.keep)
+
+        cloud.stage("isolation", isolate)
     if cloud.xyz.shape[0] > config.max_points:
         rng = np.random.default_rng(config.seed)
         cloud.keep(np.sort(rng.choice(cloud.xyz.shape[0], config.max_points, replace=False)))
@@ -407,4 +339,4 @@ def fuse(frames: list[Frame], config: FusionConfig) -> FusedCloud:
         raise FusionError("empty_after_fusion", f"no points left after fusion (counts per stage: {cloud.counts})")
     return FusedCloud(cloud.xyz, cloud.rgb, cloud.extras, stamp_ns=frames[-1].stamp_ns,
                       window_start_ns=frames[0].stamp_ns, num_frames=len(frames),
-                      counts=cloud.counts, timings_ms=cloud.timings)
+                      counts=cloud.counts, timings_ms=cloud.timings, notes=cloud.notes)

@@ -119,10 +119,13 @@ def read_structured_numpy(msg: PointCloud2) -> np.ndarray:
 
 
 def _plain_layout(msg: PointCloud2) -> bool:
-    """Unpadded rows in this machine's byte order: the layouts sensor_msgs_py's read_points handles
-    (it views the buffer with point_step only, ignoring row_step, and byte-swaps in place)."""
+    """Unpadded rows in this machine's byte order, every field count >= 1: the layouts sensor_msgs_py's
+    read_points handles (it views the buffer with point_step only, ignoring row_step, byte-swaps in place,
+    and asserts count > 0). Anything else goes to our reader, so both paths follow one rule: a field
+    with count 0 is read as one value (as drivers that leave count unset mean it)."""
     native_big = np.little_endian is False
-    return msg.row_step == msg.width * msg.point_step and bool(msg.is_bigendian) == native_big
+    return (msg.row_step == msg.width * msg.point_step and bool(msg.is_bigendian) == native_big
+            and all(int(f.count) >= 1 for f in msg.fields))
 
 
 def read_structured(msg: PointCloud2, prefer_sensor_msgs_py: bool = True) -> np.ndarray:
@@ -164,7 +167,8 @@ def _rgb_source(msg: PointCloud2, require_rgb: bool) -> Optional[str]:
         return "r,g,b"
     if require_rgb:
         raise CloudFormatError("missing_field", "no color field (rgb, rgba or r/g/b): the detector needs "
-                                                "colors; set require_rgb:=false to render a constant gray")
+                                                "colors; set require_rgb:=false to accept it (rendered shaded by "
+                                                "geometry, pipeline.render.uncoloured)")
     return None
 
 

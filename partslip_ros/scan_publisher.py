@@ -14,7 +14,6 @@ import time
 from typing import Optional, Sequence
 
 import numpy as np
-import rclpy
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import PointCloud2
@@ -94,15 +93,8 @@ class ScanPublisher(Node):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console script ``partslip_scan_publisher`` (ROS args: -p category:=mug -p num_frames:=4 ...)."""
-    from partslip_ros.node import ros_argv, spin_until_shutdown
-    rclpy.init(args=ros_argv(list(sys.argv if argv is None else argv)))
-    node = ScanPublisher()
-    try:
-        spin_until_shutdown(node)
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    from partslip_ros.process import run_console
+    return run_console(ScanPublisher, argv, "partslip_scan_publisher")
 
 
 if __name__ == "__main__":

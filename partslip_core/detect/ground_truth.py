@@ -3,8 +3,8 @@
 It answers "how well do the 3D lifting stages (superpoints, voting, instances) do when the 2D
 detector is perfect, or degraded in a controlled way?". It reads the rendered index maps (which a
 real detector never sees) and the ground-truth per-point labels of the cloud being segmented, and
-returns one box per visible part instance per view, optionally with jitter, dropped boxes and
-false positives.
+returns one box per visible part instance per view, optionally degraded by the box-noise model
+(``box_noise.py``: jittered edges, dropped boxes, false positives).
 """
 
 from __future__ import annotations
@@ -14,18 +14,16 @@ from typing import Sequence
 
 import numpy as np
 
+from partslip_core.detect.box_noise import BoxNoise, perturb_view
 from partslip_core.types import RenderedViews, ViewDetections
 
 
 @dataclass
-class GroundTruthNoise:
-    """Controlled degradation. jitter: box corners move by N(0, jitter * box size) per coordinate;
-    drop_probability: each true box is dropped with this probability; false_positives_per_view:
-    mean (Poisson) number of random boxes with random labels per view."""
+class GroundTruthNoise(BoxNoise):
+    """Controlled degradation: the box-noise model of ``box_noise.BoxNoise`` (jitter: each edge moves
+    by U(-jitter, jitter) x box size; drop_probability per box; false_positives_per_view: exact count
+    of random-label boxes inside the object's 2D extent), plus what only this detector can do."""
 
-    jitter: float = 0.0
-    drop_probability: float = 0.0
-    false_positives_per_view: float = 0.0
     min_pixels: int = 16  # instance masks smaller than this in a view produce no box
     masks: bool = False  # also return each instance's exact pixel mask (SAM-style output)
 
@@ -76,39 +74,15 @@ class ProjectedGroundTruthDetector:
         pixels = np.bincount(groups, minlength=num_groups)
         x1, y1, x2, y2 = _group_bounds(groups, cols, rows, num_groups, width, height)
         present = np.nonzero(pixels >= self.noise.min_pixels)[0]
-        kept = present[self.rng.random(len(present)) >= self.noise.drop_probability]
-        boxes = self._jitter(np.stack([x1, y1, x2, y2], axis=1)[kept])
-        scores = np.clip(1.0 - self.rng.random(len(kept)) * 0.2, 0.0, 1.0)
+        boxes = np.stack([x1, y1, x2, y2], axis=1)[present]
+        scores = np.clip(1.0 - self.rng.random(len(present)) * 0.2, 0.0, 1.0).astype(np.float32)
         masks = None
         if self.noise.masks:
             pixel_group = np.full(height * width, -1, np.int64)
             pixel_group[rows * width + cols] = groups
-            masks = pixel_group.reshape(1, height, width) == kept[:, None, None]
-        true = ViewDetections(boxes=boxes, labels=group_label[kept], scores=scores, masks=masks)
-        return self._add_false_positives(true, width, height, num_parts)
-
-    def _jitter(self, boxes: np.ndarray) -> np.ndarray:
-        if self.noise.jitter <= 0 or len(boxes) == 0:
-            return boxes
-        size = np.tile(boxes[:, 2:] - boxes[:, :2], 2)  # (w, h, w, h)
-        boxes = boxes + self.rng.normal(0.0, self.noise.jitter, boxes.shape) * size
-        return np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], 1)
-
-    def _add_false_positives(self, true: ViewDetections, width: int, height: int, num_parts: int) -> ViewDetections:
-        rate = self.noise.false_positives_per_view
-        count = int(self.rng.poisson(rate)) if rate > 0 else 0
-        corners = self.rng.random((count, 2, 2)) * [width, height]
-        false_boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
-        boxes = np.clip(np.concatenate([true.boxes, false_boxes]), 0, [width, height, width, height])
-        labels = np.concatenate([true.labels, self.rng.integers(0, num_parts, count)])
-        scores = np.concatenate([true.scores, 0.5 + 0.5 * self.rng.random(count)])
-        masks = None
-        if true.masks is not None:  # a false positive's mask is its rectangle
-            cols, rows = np.arange(width), np.arange(height)
-            false_masks = ((cols[None, None, :] >= false_boxes[:, None, None, 0]) & (cols[None, None, :] < false_boxes[:, None, None, 2])
-                           & (rows[None, :, None] >= false_boxes[:, None, None, 1]) & (rows[None, :, None] < false_boxes[:, None, None, 3]))
-            masks = np.concatenate([true.masks, false_masks])
-        return ViewDetections(boxes=boxes, labels=labels, scores=scores, masks=masks)
+            masks = pixel_group.reshape(1, height, width) == present[:, None, None]
+        exact = ViewDetections(boxes=boxes, labels=group_label[present], scores=scores, masks=masks)
+        return perturb_view(exact, index_map, num_parts, self.noise, self.rng)
 
 
 def _group_bounds(groups: np.ndarray, cols: np.ndarray, rows: np.ndarray, num_groups: int, width: int,

@@ -73,6 +73,13 @@ def _offline() -> bool:
         return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
 
 
+def hub_downloads_allowed() -> bool:
+    """Go to the HuggingFace hub only when asked (``PARTSLIP_ALLOW_DOWNLOAD=1``): a missing model otherwise
+    fails at once from the local folder / cache check instead of after ~27 s of hub retries."""
+    asked = os.environ.get("PARTSLIP_ALLOW_DOWNLOAD", "0") not in ("", "0", "false", "False")
+    return asked and not _offline()
+
+
 def _download_hint(backend: str) -> str:
     name = DEFAULT_MODEL_NAMES.get(backend, backend)
     return (f"On a machine with network run `partslip models download {name}` (or `huggingface-cli download "
@@ -95,13 +102,14 @@ def check_local_model_dir(path: Path, backend: str) -> None:
                             + _download_hint(backend))
 
 
-def _load_config(source: str, backend: str, expected_type: str) -> Any:
+def _load_config(source: str, backend: str, expected_type: str, local_only: bool = False) -> Any:
     from transformers import AutoConfig
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, local_files_only=local_only)
     except Exception as error:  # OSError (offline / not cached / no such repo), ValueError (bad id), ...
         offline = " (HF_HUB_OFFLINE is set, so only the local cache was searched)" if _offline() else (
-            " (set HF_HUB_OFFLINE=1 on machines without network to skip the download attempts)")
+            " (only the local cache was searched: set PARTSLIP_ALLOW_DOWNLOAD=1 to let it download)" if local_only
+            else "")
         raise DetectorError(f"{backend}: could not load {source!r}: it is not a local folder and the "
                             f"HuggingFace hub or its cache did not provide it{offline}: {type(error).__name__}: "
                             f"{str(error).splitlines()[0] if str(error) else ''}. " + _download_hint(backend)) from error
@@ -120,9 +128,11 @@ def load_pretrained(model_class: str, processor_class: str, source: str, backend
         source = str(local)
     elif _looks_like_path(source):
         raise DetectorError(f"{backend}: model folder {source!r} does not exist. " + _download_hint(backend))
-    config = _load_config(source, backend, expected_type)
+    local_only = local.exists() or not hub_downloads_allowed()  # local files / the cache first: fail fast
+    config = _load_config(source, backend, expected_type, local_only)
     try:
-        model, info = getattr(transformers, model_class).from_pretrained(source, config=config, output_loading_info=True)
+        model, info = getattr(transformers, model_class).from_pretrained(source, config=config, output_loading_info=True,
+                                                                         local_files_only=local_only)
     except Exception as error:
         text = str(error)
         if "mismatch" in text or ("size" in text and "shape" in text):
@@ -137,7 +147,7 @@ def load_pretrained(model_class: str, processor_class: str, source: str, backend
                             f"{len(missing)} weight(s) missing or of the wrong shape (e.g. {missing[:3]}); "
                             "it is the wrong file or a partial download")
     try:
-        processor = getattr(transformers, processor_class).from_pretrained(source)
+        processor = getattr(transformers, processor_class).from_pretrained(source, local_files_only=local_only)
     except Exception as error:
         raise DetectorError(f"{backend}: the processor/tokenizer files in {source!r} could not be loaded "
                             f"({type(error).__name__}: {str(error)[:300]})") from error
@@ -165,6 +175,9 @@ class _HFDetector:
     model_class = ""
     processor_class = ""
     model_type = ""
+    # Set when the folder was made by `partslip finetune`: {category: part names}; detect() accepts only these.
+    tuned_parts: dict[str, tuple[str, ...]] | None = None
+    source = "the given model"
 
     def __init__(self, model: Any, processor: Any, settings: PostprocessSettings, device: torch.device | str = "cpu",
                  batch_size: int = 10, half_precision: bool = False) -> None:
@@ -182,8 +195,12 @@ class _HFDetector:
         model, processor = load_pretrained(cls.model_class, cls.processor_class, source, cls.name, cls.model_type)
         log.info("%s: loaded %s on %s%s", cls.name, source, target, " (fp16 autocast)" if config.half_precision
                  and target.type == "cuda" else "")
-        return cls(model, processor, settings_from_config(config), target, config.batch_size,
-                   config.half_precision, **kwargs)
+        detector = cls(model, processor, settings_from_config(config), target, config.batch_size,
+                       config.half_precision, **kwargs)
+        from partslip_core.finetune.metadata import tuned_part_lists  # light: json + prompts only
+        detector.source = source
+        detector.tuned_parts = tuned_part_lists(source) if Path(source).expanduser().is_dir() else None
+        return detector
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast("cuda", dtype=torch.float16) if self.half else contextlib.nullcontext()
@@ -191,6 +208,9 @@ class _HFDetector:
     def detect(self, views: RenderedViews, part_names: Sequence[str]) -> list[ViewDetections]:
         """Exactly K ViewDetections; labels index the (normalized) ``part_names`` order."""
         names = normalize_part_names(part_names)
+        if self.tuned_parts is not None:
+            from partslip_core.finetune.metadata import check_tuned_parts
+            check_tuned_parts(self.tuned_parts, names, self.source)
         images = check_views(views)
         height, width = images.shape[1:3]
         text = self._prepare_text(names)

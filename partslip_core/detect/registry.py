@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from partslip_core.config import DetectorConfig
+from partslip_core.config import DetectorConfig, MaskConfig
 from partslip_core.detect.base import Detector, DetectorError
 
 _BUILDERS: dict[str, Callable[[DetectorConfig, str], Detector]] = {}
@@ -53,3 +53,13 @@ def _build_owlv2(config: DetectorConfig, device: str) -> Detector:
 def _build_glip(config: DetectorConfig, device: str) -> Detector:
     from partslip_core.detect.glip import GlipDetector
     return GlipDetector.from_config(config, device)
+
+
+def build_mask_refiner(config: MaskConfig, device: str = "cpu"):
+    """The configured mask backend (``masks.backend``): None for "none", a SamMaskRefiner for "sam"."""
+    if config.backend == "none":
+        return None
+    if config.backend == "sam":
+        from partslip_core.detect.sam import SamMaskRefiner
+        return SamMaskRefiner.from_config(config, device)
+    raise DetectorError(f"unknown mask backend {config.backend!r}; known: none, sam")

@@ -171,3 +171,37 @@ def test_evaluate_category_report(synthetic_objects):
     only_semantic = evaluate_category("mug", obj.part_names, [obj.point_label], [obj.point_label])
     assert only_semantic.miou == 1.0 and math.isnan(only_semantic.map50)
     assert only_semantic.to_dict()["map50"] is None
+
+
+def test_instance_best_iou_scores_lost_and_merged_instances():
+    """gt: two legs (points 0-3, 4-7) and a seat (8-9). A prediction merging both legs covers each at IoU 0.5;
+    a lost leg scores 0; a prediction of the wrong part does not count."""
+    from partslip_core.evaluate import instance_best_iou
+    gt_instance = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
+    gt_label = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 1])
+    merged = [InstancePrediction(0, 0.9, np.arange(8)), InstancePrediction(0, 0.8, np.array([8, 9]))]
+    best, labels = instance_best_iou(merged, gt_instance, gt_label, 2)
+    np.testing.assert_allclose(best, [0.5, 0.5, 0.0])
+    assert labels.tolist() == [0, 0, 1]
+    one_lost = [InstancePrediction(0, 0.9, np.arange(4)), InstancePrediction(1, 0.8, np.array([8, 9]))]
+    np.testing.assert_allclose(instance_best_iou(one_lost, gt_instance, gt_label, 2)[0], [1.0, 0.0, 1.0])
+    report = evaluate_category("c", ["leg", "seat"], [gt_label], [gt_label], [one_lost], [gt_instance])
+    assert report.instance_best_iou == pytest.approx(2 / 3)
+    assert report.per_part_best_iou[0] == pytest.approx(0.5) and report.to_dict()["instance_best_iou"] == pytest.approx(0.666667)
+
+
+def test_eval_cli_box_noise_over_seeds(tmp_path):
+    """`partslip eval --box-noise --seeds`: the issue's noise model, one run per seed, JSON per seed."""
+    import json
+
+    from partslip_core.cli import main
+    from partslip_core.synthetic import write_dataset
+    write_dataset(tmp_path / "ds", categories=["mug"], shapes_per_category=1, num_points=1500)
+    out = tmp_path / "report.json"
+    assert main(["eval", str(tmp_path / "ds"), "--detector", "ground_truth", "--image-size", "96", "--box-noise",
+                 "--seeds", "0,1", "--quiet", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["seeds"] == [0, 1] and set(report["reports"]) == {"0", "1"}
+    assert report["reports"]["0"][0]["instance_best_iou"] is not None
+    assert main(["eval", str(tmp_path / "ds"), "--detector", "ground_truth", "--false-positives", "-1", "--quiet"]) == 2
+    assert main(["eval", str(tmp_path / "ds"), "--box-noise", "--quiet"]) == 2  # noise needs the ground_truth detector

@@ -77,3 +77,49 @@ def test_registry_refuses_to_build_it_implicitly():
         build_detector(DetectorConfig(backend="ground_truth"))
     with pytest.raises(DetectorError, match="unknown detector backend"):
         build_detector(DetectorConfig(backend="yolo9000"))
+
+
+# ---------------------------------------------------------------- the box-noise model (issue 8)
+
+def test_jitter_moves_each_edge_by_at_most_j_times_the_box_size():
+    from partslip_core.detect.box_noise import jitter_boxes
+    boxes = np.array([[100, 100, 200, 150]] * 2000, np.float32)
+    moved = jitter_boxes(boxes, 0.1, np.random.default_rng(0), 400, 400)
+    delta = moved - boxes
+    limit = np.array([10, 5, 10, 5])  # 0.1 x (width, height, width, height)
+    assert (np.abs(delta) <= limit + 1e-4).all()
+    assert (np.abs(delta).max(axis=0) > 0.95 * limit).all()  # uniform: the bound is reached
+    assert abs(delta.mean()) < 0.3  # unbiased
+
+
+def test_false_positives_are_exactly_n_per_view_inside_the_object():
+    from partslip_core.detect.box_noise import BoxNoise, object_extent, perturb_detections
+    views, label, instance = _scene()
+    exact = ProjectedGroundTruthDetector(label, instance).detect(views, ["a", "b"])
+    noisy = perturb_detections(exact, views, 2, BoxNoise(false_positives_per_view=3), seed=5)[0]
+    assert noisy.num_boxes == exact[0].num_boxes + 3
+    extent = object_extent(views.pixel_point_index[0])
+    false = noisy.boxes[-3:]
+    assert (false[:, :2] >= extent[:2]).all() and (false[:, 2:] <= extent[2:]).all()
+    assert set(noisy.labels[-3:].tolist()) <= {0, 1} and (noisy.scores[-3:] >= 0.5).all()
+    again = perturb_detections(exact, views, 2, BoxNoise(false_positives_per_view=3), seed=5)[0]
+    np.testing.assert_array_equal(noisy.boxes, again.boxes)
+
+
+def test_drop_probability_drops_that_share_of_boxes():
+    from partslip_core.detect.box_noise import BoxNoise, perturb_view
+    views, label, instance = _scene()
+    exact = ProjectedGroundTruthDetector(label, instance).detect(views, ["a", "b"])[0]
+    rng = np.random.default_rng(1)
+    kept = [perturb_view(exact, views.pixel_point_index[0], 2, BoxNoise(drop_probability=0.3), rng).num_boxes
+            for _ in range(2000)]
+    assert abs(1 - np.mean(kept) / exact.num_boxes - 0.3) < 0.02
+
+
+def test_box_noise_rejects_bad_values():
+    from partslip_core.detect.box_noise import BoxNoise
+    with pytest.raises(ValueError, match="false_positives_per_view"):
+        BoxNoise(false_positives_per_view=0.5)
+    with pytest.raises(ValueError, match="drop_probability"):
+        BoxNoise(drop_probability=1.5)
+    assert BoxNoise.issue_model() == BoxNoise(0.1, 0.3, 1)

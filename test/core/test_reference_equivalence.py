@@ -75,6 +75,18 @@ def test_vote_and_instances_equal_reference(category, seed, noise):
     assert len(votes.box_label) == len(ref.votes.boxes)
 
 
+@pytest.mark.parametrize("category,seed", [("chair", 1), ("table", 2)])
+def test_authors_profile_distance_equals_reference(category, seed):
+    """instances.box_profile_normalization: fraction_sum (the authors' rule) on both sides."""
+    obj, config, canonical, views, detections, superpoints = _scene(category, seed=seed)
+    config.instances.box_profile_normalization = "fraction_sum"
+    votes, groups, ref = _ours_and_reference(obj, config, canonical, views, detections, superpoints)
+    assert len(groups.instance_label) >= 1
+    result = compare(votes.point_label, votes.superpoint_scores, groups.point_instance, groups.instance_label,
+                     groups.instance_score, ref)
+    assert result.ok, result.problems
+
+
 def test_whole_object_boxes_are_dropped_on_both_sides():
     obj, config, canonical, views, detections, superpoints = _scene("cabinet")
     height, width = views.image_size

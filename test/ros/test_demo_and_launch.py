@@ -59,11 +59,7 @@ def test_launch_file_declares_the_documented_arguments_and_starts_the_console_sc
 
 
 def test_launch_description_builds_with_launch_ros():
-    pytest.importorskip("launch_ros", reason="launch_ros ships with ROS 2 installs only (not on PyPI)")
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("segment_launch", LAUNCH_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    description = module.generate_launch_description()
+    from .conftest import launch_module
+    description = launch_module().generate_launch_description()
     names = [a.name for a in description.get_launch_arguments()]
     assert names == ["params_file", "input_topic", "parts", "use_rviz"]

@@ -8,9 +8,10 @@ import pytest
 from scipy.spatial import cKDTree
 
 from partslip_ros import fusion
-from partslip_ros.fusion import (Frame, FrameTransformer, FrameWindow, FusionConfig, FusionError, fuse,
-                                 largest_cluster_mask, plane_removal_mask, quaternion_matrix, statistical_inliers,
-                                 transform_points, voxel_downsample)
+from partslip_ros.window import FrameWindow
+from partslip_core import scene
+from partslip_ros.fusion import (Frame, FrameTransformer, FusionConfig, FusionError, fuse, quaternion_matrix,
+                                 statistical_inliers, transform_points, voxel_downsample)
 
 
 def sphere(n: int, radius: float = 0.1, center=(0.0, 0.0, 0.0), seed: int = 0) -> np.ndarray:
@@ -91,25 +92,33 @@ def table_scene(seed: int = 4) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("use_open3d", [True, False])
-def test_plane_removal_keeps_the_object_above_the_table(use_open3d, monkeypatch):
+def test_fusion_isolates_the_object_above_the_table_by_default(use_open3d, monkeypatch):
     if use_open3d and not fusion.has_open3d():
         pytest.skip("open3d not importable")
     if not use_open3d:
-        monkeypatch.setattr(fusion, "_o3d", None)
+        monkeypatch.setattr(scene, "_o3d", None)
     xyz, is_object = table_scene()
-    keep = plane_removal_mask(xyz, distance=0.01)
-    assert keep[~is_object].mean() < 0.01
-    assert keep[is_object].mean() > 0.85  # the object's bottom cap lies within the plane band
+    fused = fuse([Frame(0, "world", xyz, extras={"is_object": is_object.astype(np.int32)})],
+                 FusionConfig(voxel_size=0.0, outlier_neighbors=0))
+    kept_object = fused.extras["is_object"] > 0
+    assert kept_object.all()  # nothing of the table or its leg
+    assert kept_object.sum() > 0.85 * is_object.sum()  # the object's bottom cap lies within the plane band
+    assert "support" in fused.notes["isolation"] and fused.counts["isolation"] == fused.num_points
+    off = fuse([Frame(0, "world", xyz)], FusionConfig(voxel_size=0.0, outlier_neighbors=0, isolate_object=False))
+    assert off.num_points == len(xyz) and "isolation" not in off.notes
 
 
 @pytest.mark.parametrize("use_open3d", [True, False])
-def test_largest_cluster_keeps_the_biggest_blob(use_open3d, monkeypatch):
+def test_largest_cluster_rule_keeps_the_biggest_blob(use_open3d, monkeypatch):
     if use_open3d and not fusion.has_open3d():
         pytest.skip("open3d not importable")
     if not use_open3d:
-        monkeypatch.setattr(fusion, "_o3d", None)
+        monkeypatch.setattr(scene, "_o3d", None)
     big, small = sphere(3000, seed=5), sphere(500, radius=0.05, center=(0.5, 0.0, 0.0), seed=6)
-    keep = largest_cluster_mask(np.concatenate([big, small]), eps=0.03, min_points=5)
+    xyz = np.concatenate([big, small])
+    labels = scene.cluster_labels(xyz, eps=0.03, min_points=5)
+    assert len(set(labels[:3000])) == 1 and len(set(labels[3000:])) == 1 and labels[0] != labels[3000]
+    keep = labels == scene.choose_cluster(xyz, labels, scene.IsolationConfig(select="largest"))
     assert keep[:3000].all() and not keep[3000:].any()
 
 
@@ -171,5 +180,9 @@ def test_transformer_adopts_first_frame_and_rejects_unknown_frames_with_reason()
 def test_fusion_config_rejects_bad_values():
     with pytest.raises(ValueError, match="voxel_size"):
         FusionConfig(voxel_size=-1.0)
+    with pytest.raises(ValueError, match="fusion.cluster_select must be one of largest"):
+        FusionConfig(cluster_select="biggest")  # checked by the core's IsolationConfig, named as the parameter
+    with pytest.raises(ValueError, match="fusion.plane_min_fraction"):
+        FusionConfig(plane_min_fraction=0.0)
     with pytest.raises(ValueError, match="crop_max"):
         FusionConfig(crop_enabled=True, crop_min=(0, 0, 0), crop_max=(1, 1, 0))

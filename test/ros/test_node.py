@@ -25,7 +25,7 @@ from partslip_ros.node import OUTPUT_QOS, NodeSpinner, PartSlipNode
 from partslip_ros.pointcloud import build_cloud, read_structured, xyz_rgb_columns
 from partslip_ros.scan_publisher import ScanPublisher, scan_to_cloud
 
-from .conftest import nearest_labels, wait_for
+from .conftest import SpunNodes, nearest_labels, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -57,23 +57,18 @@ class Collector:
 @pytest.fixture
 def system(ros):
     """Factory: (PartSlipNode, Collector, publisher node) spun in background threads; torn down in order."""
-    created = []
+    spun = SpunNodes()
 
     def make(params, topic: str, extra_nodes=()):
         name = f"partslip_test_{next(_names)}"
         node = PartSlipNode(name, parameter_overrides=SMALL_RENDER + [Parameter("input_topic", value=topic)] + params)
         collector = Collector(ros, node.get_fully_qualified_name())
         source = ros.create_node(f"source_{next(_names)}")
-        spinner = NodeSpinner([node, collector.node, source, *extra_nodes], [node.service_node]).start()
-        created.append((spinner, node, [collector.node, source, *extra_nodes]))
+        spun.spin(node, collector.node, source, *extra_nodes)
         return node, collector, source
 
     yield make
-    for spinner, node, others in created:
-        spinner.stop()
-        node.shutdown()
-        for other in others:
-            other.destroy_node()
+    spun.close()
 
 
 def field_types(cloud: PointCloud2) -> list[tuple[str, int]]:
@@ -221,7 +216,9 @@ def test_clouds_without_rgb_are_served_when_require_rgb_is_false(system, mug_sca
 
 def test_detector_failure_is_reported_and_a_runtime_backend_change_recovers(system, mug_scans, tmp_path):
     part_names, scans = mug_scans
-    missing = str(tmp_path / "no_such_model")
+    missing = tmp_path / "empty_model"  # exists (a path that does not is refused when set), holds no model
+    missing.mkdir()
+    missing = str(missing)
     node, out, source = system([Parameter("parts", value=part_names), Parameter("input_qos", value="reliable"),
                                 Parameter("pipeline.detector.backend", value="owlv2"),
                                 Parameter("pipeline.detector.weights", value=missing),

@@ -136,11 +136,17 @@ def test_runtime_changes_are_validated_and_applied_on_the_next_run(node):
     assert node.get_parameter("parts").value == ["spout", "lid"]
 
 
-def test_console_script_argument_translation():
+def test_console_script_argument_translation(tmp_path):
     from partslip_ros.node import ros_argv
-    assert ros_argv(["x", "--params-file", "a.yaml", "--ros-args", "-p", "a:=1"]) == [
-        "x", "--ros-args", "--params-file", "a.yaml", "--", "--ros-args", "-p", "a:=1"]
-    inside = ["x", "--ros-args", "--params-file", "b.yaml", "-p", "a:=1"]
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("{}\n")
+    b.write_text("{}\n")
+    assert ros_argv(["x", "--params-file", str(a), "--ros-args", "-p", "a:=1"]) == [
+        "x", "--ros-args", "--params-file", str(a), "--", "--ros-args", "-p", "a:=1"]
+    inside = ["x", "--ros-args", "--params-file", str(b), "-p", "a:=1"]
     assert ros_argv(inside) == inside  # already a ROS argument: left alone
     with pytest.raises(SystemExit):
         ros_argv(["x", "--params-file"])
+    for missing in (["x", "--params-file", "/nonexistent.yaml"], ["x", "--ros-args", "--params-file", "/no.yaml"]):
+        with pytest.raises(SystemExit, match="no such file"):
+            ros_argv(missing)
