@@ -68,7 +68,8 @@ def build_model_dir(arch: str, out: Path, seed: int) -> Path:
     vocab_file = out.parent / f"{out.name}_vocab.txt"
     vocab_file.write_text("\n".join(stand_in_vocab()) + "\n")
     major = int(transformers.__version__.split(".")[0])
-    tokenizer = BertTokenizerFast(vocab=str(vocab_file)) if major >= 5 else BertTokenizerFast(vocab_file=str(vocab_file))
+    vocab = {"vocab": str(vocab_file)} if major >= 5 else {"vocab_file": str(vocab_file)}  # renamed in 5.x
+    tokenizer = BertTokenizerFast(**vocab)
     processor = GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(), tokenizer=tokenizer)
     model.save_pretrained(out)
     processor.save_pretrained(out)

@@ -3,7 +3,7 @@ partial and fused scans of every synthetic category, over several seeds (issue 8
 
     .venv/bin/python -m bench.bench_robustness                        # node config, 3 seeds, 400 px
     .venv/bin/python -m bench.bench_robustness --preset reference     # the paper-faithful preset
-    .venv/bin/python -m bench.bench_robustness --set vote.missing_box_weight=1.0 --out before.json
+    .venv/bin/python -m bench.bench_robustness --set vote.uncovered_weight=1.0 --out before.json
 
 The detector is the ground-truth projection detector with the box-noise model of
 ``partslip_core.detect.box_noise`` (jitter: each edge moved by U(-0.1, 0.1) x box size; drop: each box

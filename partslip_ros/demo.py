@@ -5,8 +5,9 @@
 Starts ``partslip_node`` as its own process with ``config/segment.yaml`` (the same console script
 and YAML a robot without launch_ros uses), both processes on the Fast DDS shared-memory profile
 ``config/fastdds_shm.xml`` (``--dds-profile ''`` for the DDS defaults), publishes the bundled
-synthetic scan sequence (a chair seen from a sensor moving along an arc) at ``--rate`` Hz, and collects every result. The node runs
-after each new cloud on the growing window, so the results show the fusion filling in the object.
+synthetic scan sequence (a chair seen from a sensor moving along an arc) at ``--rate`` Hz, and collects
+every result. The node runs after each new cloud on the growing window, so the results show the fusion
+filling in the object.
 
 The detector is the ground-truth projection detector (``ground_truth`` backend): it reads the
 ``gt_label``/``gt_instance`` fields of the synthetic scans, because detector weights cannot be

@@ -14,7 +14,7 @@ import numpy as np
 from builtin_interfaces.msg import Duration as DurationMsg
 from builtin_interfaces.msg import Time as TimeMsg
 from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
-from sensor_msgs.msg import PointCloud2
+from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -54,6 +54,24 @@ def labeled_cloud(header, xyz: np.ndarray, rgb: Optional[np.ndarray], result, co
         ("score", result.point_score.astype(np.float32)),
     ]
     return build_cloud(header, columns)
+
+
+def superpoint_cloud(header, xyz: np.ndarray, point_superpoint: np.ndarray) -> PointCloud2:
+    """``~/debug/superpoints``: x, y, z, rgb (one distinct colour per superpoint), superpoint (int32)."""
+    from partslip_core.debug import superpoint_colors
+    colors = superpoint_colors(point_superpoint).astype(np.float32) / 255.0
+    return build_cloud(header, xyz_rgb_columns(xyz, colors) + [("superpoint", point_superpoint.astype(np.int32))])
+
+
+def rgb8_image(header, pixels: np.ndarray) -> Image:
+    """sensor_msgs/Image, encoding rgb8, from an (H, W, 3) uint8 array (``~/debug/views``)."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"rgb8_image needs (H, W, 3) uint8 pixels; got shape {pixels.shape}")
+    height, width = pixels.shape[:2]
+    msg = Image(header=header, height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3)
+    msg.data = pixels.tobytes()
+    return msg
 
 
 @dataclass

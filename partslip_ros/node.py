@@ -10,7 +10,8 @@ the subscription. Console script: ``partslip_node --params-file config/segment.y
 The node is wiring: the input side (``intake``: decoding, stamps and the window in ``window``), one run
 (``runner``: fusion, segmentation, publishing, failure reasons), parameters (``params``, ``param_checks``),
 detectors (``detectors``), fusion and object isolation (``fusion``, ``partslip_core.scene``), counters,
-diagnostics and services (``node_state``), log policy (``log_policy``), signals and shutdown (``process``).
+diagnostics and services (``node_state``), the ``debug`` topics (``debug_outputs``), log policy (``log_policy``),
+signals and shutdown (``process``).
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ class PartSlipNode(Node):
         self._intake = CloudIntake(self._settings, transformer, lambda: self.get_clock().now().nanoseconds,
                                    self._stats, self._log, self.get_logger())
         self._detectors = DetectorCache(self.get_logger().info)
-        self._runner = SegmentRunner(self, Publishers.create(self), self._intake, self._detectors, detector_factory,
-                                     self._stats, self._log)
+        self._runner = SegmentRunner(self, Publishers.create(self, self._settings.debug), self._intake,
+                                     self._detectors, detector_factory, self._stats, self._log)
         self.busy = self._runner.busy  # set while a run is in progress
         self.diagnostics_pub = self._create_diagnostics()
 
@@ -151,6 +152,8 @@ class PartSlipNode(Node):
         self.get_logger().info(f"parameters changed ({names}); applied on the next run")
         if any(p.name.startswith(DETECTOR_PARAMETERS) for p in changes):
             self._detectors.forget_failures()  # new weights or device: building is worth another try
+        if any(p.name == "debug" for p in changes):
+            self._runner.debug_outputs(settings.debug)
         if any(p.name in ("pipeline.detector.backend", "parts") for p in changes):
             self._log_backend(settings)
 

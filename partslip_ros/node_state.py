@@ -23,14 +23,17 @@ class NodeStats:
     rejected: dict[str, int] = field(default_factory=dict)
     runs_ok: int = 0
     runs_failed: dict[str, int] = field(default_factory=dict)
+    unlabelled: dict[str, int] = field(default_factory=dict)  # runs mostly unlabelled, per diagnosis reason
     last_run_ms: float = 0.0
     last_latency_ms: float = 0.0
     last_num_points: int = 0
     last_num_instances: int = 0
     window_resets: int = 0
+    debug_failures: int = 0  # runs whose ~/debug/* outputs failed (the results were published)
 
     def copy(self) -> "NodeStats":
-        return dataclasses.replace(self, rejected=dict(self.rejected), runs_failed=dict(self.runs_failed))
+        return dataclasses.replace(self, rejected=dict(self.rejected), runs_failed=dict(self.runs_failed),
+                                   unlabelled=dict(self.unlabelled))
 
 
 class StatsBook:
@@ -47,7 +50,7 @@ class StatsBook:
                 setattr(self._stats, name, getattr(self._stats, name) + value)
 
     def count(self, table: str, reason: str) -> int:
-        """One more in ``rejected`` or ``runs_failed`` under ``reason``; returns the new count."""
+        """One more in ``rejected``, ``runs_failed`` or ``unlabelled`` under ``reason``; returns the new count."""
         with self._lock:
             counts = getattr(self._stats, table)
             counts[reason] = counts.get(reason, 0) + 1
@@ -93,10 +96,13 @@ def diagnostic_status(name: str, hardware_id: str, stats: NodeStats, extra: dict
               "runs_ok": s.runs_ok, "last_run_ms": round(s.last_run_ms, 1),
               "last_latency_ms": round(s.last_latency_ms, 1), "last_num_points": s.last_num_points,
               "last_num_instances": s.last_num_instances, "window_resets": s.window_resets}
+    if s.debug_failures:
+        values["debug_failures"] = s.debug_failures
     values.update({k: v for k, v in extra.items() if v not in ("", None)})
     values.update({f"rejected_{k}": v for k, v in s.rejected.items()})
     values.update({f"run_failed_{k}": v for k, v in s.runs_failed.items()})
-    level = DiagnosticStatus.WARN if (s.rejected or s.runs_failed) else DiagnosticStatus.OK
+    values.update({f"unlabelled_{k}": v for k, v in s.unlabelled.items()})
+    level = DiagnosticStatus.WARN if (s.rejected or s.runs_failed or s.unlabelled) else DiagnosticStatus.OK
     return DiagnosticStatus(level=level, name=name, hardware_id=hardware_id,
                             message=f"{s.runs_ok} runs, {s.accepted}/{s.received} clouds accepted",
                             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])

@@ -46,7 +46,9 @@ class ParamSpec:
 NODE_PARAMETERS: dict[str, ParamSpec] = {
     "parts": ParamSpec("", "Part names to segment: a list [handle, lid, body] or a comma list \"handle, lid\" "
                            "(required; empty = unset: runs are skipped)."),
-    "input_topic": ParamSpec("points", "PointCloud2 topic to subscribe to.", read_only=True),
+    "input_topic": ParamSpec("points", "PointCloud2 topic to subscribe to; the relative default follows the "
+                                       "namespace and remaps (--ros-args -r points:=/camera/points).",
+                             read_only=True),
     "input_qos": ParamSpec("sensor_data", "QoS of the input: sensor_data (best effort) or reliable.", read_only=True),
     "queue_size": ParamSpec(4, "Bounded input queue; when full the oldest cloud is dropped (counted).",
                             read_only=True, range=(1, 100)),
@@ -89,6 +91,9 @@ NODE_PARAMETERS: dict[str, ParamSpec] = {
     "service_timeout_s": ParamSpec(300.0, "How long the services wait for a run.", range=(0.1, 3600.0)),
     "output.color_by": ParamSpec("part", "rgb of the labeled cloud: part (palette, gray = unlabeled) or input."),
     "output.publish_detections": ParamSpec(True, "Publish vision_msgs/Detection3DArray when vision_msgs is installed."),
+    "debug": ParamSpec(False, "Publish ~/debug/views (rgb8 mosaic of the rendered views with the detector's boxes "
+                              "and part names; built only while subscribed) and ~/debug/superpoints (cloud "
+                              "coloured by superpoint)."),
     "pipeline.config_file": ParamSpec("", "partslip_core YAML whose values become the pipeline.* defaults.",
                                       read_only=True),
 }
@@ -192,6 +197,7 @@ class NodeSettings:
     service_timeout_s: float
     color_by: str
     publish_detections: bool
+    debug: bool
     fusion: FusionConfig
     pipeline: Any  # partslip_core.PipelineConfig
     sensor_to_fixed: Any = None  # partslip_ros.static_transform.StaticTransform or None
@@ -284,6 +290,7 @@ def settings_from_values(values: Mapping[str, Any]) -> NodeSettings:
         service_timeout_s=float(values["service_timeout_s"]),
         color_by=_choice(values, "output.color_by", COLOR_MODES),
         publish_detections=bool(values["output.publish_detections"]),
+        debug=bool(values["debug"]),
         fusion=_fusion_config(values),
         pipeline=_pipeline_config(values),
         sensor_to_fixed=_static_transform(values),

@@ -144,6 +144,16 @@ def run_console(make_node: Callable[[], Node], argv: Optional[Sequence[str]] = N
 
     ``make_node`` errors (invalid parameters) print one line and return 2. A node with a ``service_node``
     attribute gets it spun on a second executor; one with ``shutdown()`` has it called before destruction."""
+    try:
+        return _run_console(make_node, argv, name)
+    finally:
+        # Exiting: a late SIGINT/SIGTERM (launch forwards the terminal's Ctrl-C, then its own) must not kill the
+        # interpreter mid-finalization (exit -2). Python keeps SIG_IGN through finalization; SIGKILL still works.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def _run_console(make_node: Callable[[], Node], argv: Optional[Sequence[str]], name: str) -> int:
     stop = StopRequest().install()
     exit_with_parent()
     try:

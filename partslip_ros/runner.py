@@ -21,6 +21,7 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from partslip_ros import messages
+from partslip_ros.debug_outputs import DebugPublishers
 from partslip_ros.detectors import (DetectorCache, GuardedDetector, RunFailure, find_out_of_memory,
                                     release_accelerator_memory)
 from partslip_ros.fusion import FusionError, fuse
@@ -38,22 +39,25 @@ DetectorFactory = Callable[[NodeSettings, Any], Any]
 
 @dataclass
 class Publishers:
-    """The node's result topics (latched: transient local, depth 1); ``detections`` None without vision_msgs."""
+    """The node's result topics (latched: transient local, depth 1); ``detections`` None without vision_msgs;
+    ``debug`` the debug topics (advertised only while the ``debug`` parameter is true)."""
 
     cloud: Any
     markers: Any
     segmentation: Any
     detections: Any = None
+    debug: Optional[DebugPublishers] = None
 
     @classmethod
-    def create(cls, node: Node) -> "Publishers":
+    def create(cls, node: Node, debug: bool = False) -> "Publishers":
         from partslip_msgs.msg import PartSegmentation
         detections = None
         if messages.has_vision_msgs():
             detections = node.create_publisher(messages.Detection3DArray, "~/detections", OUTPUT_QOS)
         return cls(node.create_publisher(PointCloud2, "~/labeled_cloud", OUTPUT_QOS),
                    node.create_publisher(MarkerArray, "~/markers", OUTPUT_QOS),
-                   node.create_publisher(PartSegmentation, "~/segmentation", OUTPUT_QOS), detections)
+                   node.create_publisher(PartSegmentation, "~/segmentation", OUTPUT_QOS), detections,
+                   DebugPublishers(node, OUTPUT_QOS, debug))
 
 
 class SegmentRunner:
@@ -74,6 +78,11 @@ class SegmentRunner:
         self.last_start = -float("inf")  # time.monotonic() of the last run's start
         self.last_isolation = ""  # what object isolation removed in the last run (diagnostics)
         self.run_id = 0
+
+    def debug_outputs(self, enabled: bool) -> None:
+        """Advertise (or withdraw) ``~/debug/*`` as the ``debug`` parameter changes (executor thread)."""
+        if self._publishers.debug is not None:
+            self._publishers.debug.set_enabled(enabled)
 
     def run_safely(self, settings: NodeSettings, parts: Sequence[str]) -> RunOutput:
         """One run; every failure is logged with its reason and counted, and the node keeps serving."""
@@ -128,7 +137,7 @@ class SegmentRunner:
             self.last_isolation = fused.notes.get("isolation", "")
             detector = GuardedDetector(self._detector(settings, fused))
             cloud = PointCloud.from_arrays(fused.xyz, fused.rgb)
-            result = segment(cloud, list(parts), settings.pipeline, detector)
+            result = segment(cloud, list(parts), settings.pipeline, detector, keep_views=settings.debug)
         except FusionError as error:
             raise RunFailure(error.reason, str(error)) from error
         except InputError as error:
@@ -150,12 +159,21 @@ class SegmentRunner:
         latency_ms = (self._node.get_clock().now().nanoseconds - fused.stamp_ns) / 1e6
         self._stats.set(last_run_ms=info.total_ms, last_latency_ms=latency_ms, last_num_points=fused.num_points,
                         last_num_instances=len(result.instances))
+        self._report_unlabelled(result.diagnosis)
         self._stats.add(runs_ok=1)  # after the figures: whoever waits for runs_ok reads this run's figures
         logger = self._node.get_logger()
         logger.debug("stage timings (ms): " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))
         logger.info(f"run {self.run_id}: {output.message}; {info.total_ms:.0f} ms run, "
                     f"{latency_ms:.0f} ms since the newest cloud's stamp")
         return output
+
+    def _report_unlabelled(self, diagnosis) -> None:
+        """A run whose points mostly ended unlabelled: one rate-limited warning with the reason, and a count."""
+        if diagnosis is None or not diagnosis.applies:
+            return
+        self._stats.count("unlabelled", diagnosis.reason)
+        self._log("unlabelled_" + diagnosis.reason,
+                  f"run {self.run_id}: mostly unlabelled [{diagnosis.reason}]: {diagnosis.message}")
 
     def _publish(self, header: Header, fused, result, info: messages.RunInfo, settings: NodeSettings) -> RunOutput:
         cloud = messages.labeled_cloud(header, fused.xyz, fused.rgb, result, settings.color_by)
@@ -169,6 +187,12 @@ class SegmentRunner:
         if publishers.detections is not None and settings.publish_detections:
             publishers.detections.publish(messages.detection3d_array(header, result))
         publishers.segmentation.publish(segmentation)
+        if publishers.debug is not None and settings.debug:
+            try:  # the results are out: a debug-view failure is logged, it does not fail the run
+                publishers.debug.publish(header, fused.xyz, result)
+            except Exception:
+                self._stats.add(debug_failures=1)
+                self._log("debug_outputs", f"debug outputs not published:\n{traceback.format_exc()}", True)
         counts = ", ".join(f"{i.label_name}#{i.instance_id}({i.num_points})" for i in result.instances) or "none"
         summary = (f"{fused.num_points} points from {fused.num_frames} cloud(s), "
                    f"{int((result.point_label >= 0).sum())} labeled; instances: {counts}")

@@ -44,11 +44,14 @@ def test_demo_segments_the_synthetic_sequence_and_writes_its_outputs(tmp_path):
     assert "agreement with ground truth" in done.stdout and "publish -> result latency" in done.stdout
 
 
+LAUNCH_ARGUMENTS = ["namespace", "use_sim_time", "params_file", "log_level", "input_topic", "parts", "use_rviz"]
+
+
 def test_launch_file_declares_the_documented_arguments_and_starts_the_console_script():
     tree = ast.parse(LAUNCH_FILE.read_text())
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
     declared = [c.args[0].value for c in calls if getattr(c.func, "id", "") == "DeclareLaunchArgument"]
-    assert declared == ["params_file", "input_topic", "parts", "use_rviz"]
+    assert declared == LAUNCH_ARGUMENTS
     keywords = {k.arg: getattr(k.value, "value", None) for c in calls if getattr(c.func, "id", "") == "Node"
                 for k in c.keywords}
     assert any(getattr(k.value, "value", None) == "partslip_node" for c in calls for k in c.keywords
@@ -62,4 +65,4 @@ def test_launch_description_builds_with_launch_ros():
     from .conftest import launch_module
     description = launch_module().generate_launch_description()
     names = [a.name for a in description.get_launch_arguments()]
-    assert names == ["params_file", "input_topic", "parts", "use_rviz"]
+    assert names == LAUNCH_ARGUMENTS
