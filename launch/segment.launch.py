@@ -21,6 +21,11 @@ Shutdown: Ctrl-C stops the node cleanly (exit 0); the node also exits if launch 
 (PARTSLIP_EXIT_WITH_PARENT), so it is never left orphaned. use_rviz:=true without rviz2 installed
 logs why and starts the node alone. Argument values are checked (partslip_ros.launch_args) before
 anything starts.
+
+Lifecycle: partslip_node is a managed (lifecycle) node that configures and activates itself (parameter
+``autostart``, default true), so this file starts it as a plain launch_ros ``Node`` and needs no lifecycle
+manager. For managed bring-up set ``autostart: false`` in the params file and drive the transitions
+(``ros2 lifecycle set /partslip_node configure`` / ``activate``); see partslip_ros/README.md, "Lifecycle".
 """
 
 import os

@@ -172,8 +172,12 @@ def find_planes(xyz: np.ndarray, up: np.ndarray, config: IsolationConfig) -> tup
         left = np.flatnonzero(owner < 0)
         if left.size < max(3 * config.cluster_min_points, 30):
             break
-        plane = fit_plane(xyz[left], config.plane_distance, config.ransac_iterations, config.seed + k)
-        inliers = left[np.abs(xyz[left] @ plane[:3] + plane[3]) <= config.plane_distance]
+        sample = left  # fit_plane's own subsample, drawn here so that the whole cloud is never copied
+        if left.size > RANSAC_SAMPLE:
+            sample = left[np.random.default_rng(config.seed + k).choice(left.size, RANSAC_SAMPLE, replace=False)]
+        plane = fit_plane(xyz[sample], config.plane_distance, config.ransac_iterations, config.seed + k)
+        on_plane = np.abs(xyz @ plane[:3] + plane[3]) <= config.plane_distance
+        inliers = np.flatnonzero(on_plane & (owner < 0))
         if inliers.size < config.plane_min_fraction * xyz.shape[0]:
             break
         normal, offset = plane[:3], float(plane[3])
@@ -181,7 +185,7 @@ def find_planes(xyz: np.ndarray, up: np.ndarray, config: IsolationConfig) -> tup
             normal, offset = -normal, -offset
         owner[inliers] = len(planes)
         planes.append(Plane(normal, offset, int(inliers.size), bool(normal @ up >= cos_tilt),
-                            float(xyz[inliers].mean(axis=0) @ up)))
+                            float((xyz[inliers] @ up).mean())))
     return planes, owner
 
 

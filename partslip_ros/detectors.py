@@ -86,14 +86,36 @@ class DetectorCache:
     def get(self, settings: NodeSettings, fused) -> Any:
         """The detector for this run: a per-run ground-truth detector, or the cached (or newly built) real one."""
         import numpy as np
-        from partslip_core.detect import DetectorError, ProjectedGroundTruthDetector, build_detector
-        from partslip_core.types import resolve_device
+        from partslip_core.detect import ProjectedGroundTruthDetector
         if settings.uses_ground_truth:
             if GT_LABEL_FIELD not in fused.extras or GT_INSTANCE_FIELD not in fused.extras:
                 raise RunFailure("missing_ground_truth", "the 'ground_truth' backend needs gt_label/gt_instance "
                                  "in every cloud of the window (clouds received before the switch lack them)")
             return ProjectedGroundTruthDetector(fused.extras[GT_LABEL_FIELD].astype(np.int64),
                                                 fused.extras[GT_INSTANCE_FIELD].astype(np.int64))
+        return self.build(settings)
+
+    @property
+    def size(self) -> int:
+        """How many built detectors the cache holds (0 or 1)."""
+        with self._lock:
+            return len(self._built)
+
+    def clear(self, forget_failures: bool = False) -> int:
+        """Drop the built detector (lifecycle deactivate/cleanup); returns how many were dropped. Its memory is
+        freed once no run holds it (``partslip_ros.lifecycle.free_detector_memory`` also empties the caches)."""
+        with self._lock:
+            dropped = len(self._built)
+            self._built = {}
+            if forget_failures:
+                self._failed.clear()
+        return dropped
+
+    def build(self, settings: NodeSettings) -> Any:
+        """The cached real detector of ``settings``, built now if needed (lifecycle configure/activate and runs);
+        raises RunFailure("detector_error") with the reason, remembered until the detector parameters change."""
+        from partslip_core.detect import DetectorError, build_detector
+        from partslip_core.types import resolve_device
         cfg = settings.pipeline.detector
         key = (repr(cfg), settings.pipeline.device)
         with self._lock:

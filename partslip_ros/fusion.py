@@ -3,10 +3,12 @@
 Frames: ``FrameTransformer`` uses tf2_ros when it is importable (a ROS 2 install); otherwise it
 accepts clouds already in the fixed frame and clouds in the frame of the static ``sensor_to_fixed``
 parameter, and says why it rejects the others. Fusion: optional ICP refinement of the window
-(open3d), crop box, voxel downsample, statistical outlier removal, then object isolation (support
-planes removed, one object cluster kept: ``partslip_core.scene``, on by default). Extra per-point
-integer fields (the ground-truth labels of the demo detector) survive voxelization by taking the
-value of the point nearest to each voxel centroid.
+(open3d), NaN/Inf rows dropped (counted), crop box, voxel downsample, statistical outlier removal on
+the voxel grid, then object isolation on the voxels (support planes removed, one object cluster kept:
+``partslip_core.scene``, on by default). The filters themselves live in ``partslip_core.filters``;
+this module only wires them into stages with counts and timings. Extra per-point integer fields (the
+ground-truth labels of the demo detector) survive voxelization by taking the value of the point
+nearest to each voxel centroid.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import transforms3d
-from scipy.spatial import cKDTree
-
+from partslip_core.filters import (crop_mask, finite_mask, statistical_inliers, voxel_downsample,  # noqa: F401
+                                   voxel_inliers, voxelize)
 from partslip_core.scene import IsolationConfig, isolate_object
+
+OUTLIER_METHODS = ("grid", "knn")
 
 try:
     import open3d as _o3d
@@ -74,6 +78,7 @@ class FusionConfig:
     voxel_size: float = 0.005
     outlier_neighbors: int = 20
     outlier_std_ratio: float = 2.0
+    outlier_method: str = "grid"  # grid: density on the voxel grid (kNN-free); knn: 20-NN over the voxel centroids
     crop_enabled: bool = False
     crop_min: tuple[float, float, float] = (-1.0, -1.0, -1.0)
     crop_max: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -103,6 +108,8 @@ class FusionConfig:
             (self.voxel_size >= 0, f"fusion.voxel_size must be >= 0; got {self.voxel_size}"),
             (self.outlier_neighbors >= 0, f"fusion.outlier_neighbors must be >= 0; got {self.outlier_neighbors}"),
             (self.outlier_std_ratio > 0, f"fusion.outlier_std_ratio must be > 0; got {self.outlier_std_ratio}"),
+            (self.outlier_method in OUTLIER_METHODS,
+             f"fusion.outlier_method must be one of {', '.join(OUTLIER_METHODS)}; got {self.outlier_method!r}"),
             (len(self.crop_min) == 3 and len(self.crop_max) == 3, "fusion.crop_min/crop_max need 3 values each"),
             (self.plane_distance > 0, f"fusion.plane_distance must be > 0; got {self.plane_distance}"),
             (self.cluster_eps > 0, f"fusion.cluster_eps must be > 0; got {self.cluster_eps}"),
@@ -217,48 +224,6 @@ class FrameTransformer:
         return quaternion_matrix((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
 
 
-def voxel_downsample(xyz: np.ndarray, rgb: Optional[np.ndarray], extras: dict[str, np.ndarray],
-                     voxel: float) -> tuple[np.ndarray, Optional[np.ndarray], dict[str, np.ndarray]]:
-    """Average xyz/rgb per voxel; extras take the value of the point nearest the voxel centroid."""
-    if voxel <= 0 or xyz.shape[0] == 0:
-        return xyz, rgb, extras
-    cells = np.floor((xyz - xyz.min(axis=0)) / voxel).astype(np.int64)
-    dims = cells.max(axis=0) + 1
-    if float(np.prod(dims.astype(np.float64))) < 2.0 ** 62:  # one int64 key per voxel: ~25x faster than axis=0
-        key = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
-        _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-    else:
-        _, inverse, counts = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
-    num = counts.shape[0]
-
-    def mean(values: np.ndarray) -> np.ndarray:
-        sums = np.stack([np.bincount(inverse, weights=values[:, d], minlength=num) for d in range(values.shape[1])], 1)
-        return (sums / counts[:, None]).astype(np.float32)
-
-    centroids = mean(xyz)
-    colors = None if rgb is None else mean(rgb)
-    if not extras:
-        return centroids, colors, {}
-    dist = np.linalg.norm(xyz - centroids[inverse], axis=1)
-    order = np.lexsort((dist, inverse))  # grouped by voxel, nearest first
-    first = order[np.r_[0, np.flatnonzero(np.diff(inverse[order])) + 1]]
-    return centroids, colors, {name: values[first] for name, values in extras.items()}
-
-
-def statistical_inliers(xyz: np.ndarray, neighbors: int, std_ratio: float) -> np.ndarray:
-    """(N,) bool: points whose mean distance to ``neighbors`` nearest points is within mean + ratio * std."""
-    if neighbors <= 0 or xyz.shape[0] <= neighbors:
-        return np.ones(xyz.shape[0], bool)
-    dist, _ = cKDTree(xyz).query(xyz, k=neighbors + 1)
-    mean_dist = dist[:, 1:].mean(axis=1)
-    return mean_dist <= mean_dist.mean() + std_ratio * mean_dist.std()
-
-
-def crop_mask(xyz: np.ndarray, lower: Sequence[float], upper: Sequence[float]) -> np.ndarray:
-    return np.all((xyz >= np.asarray(lower, np.float32)) & (xyz <= np.asarray(upper, np.float32)), axis=1)
-
-
 def icp_align(frames: list[Frame], max_distance: float) -> list[Frame]:
     """Refine every frame onto the newest one with point-to-point ICP (open3d); poor fits stay as they are."""
     if _o3d is None or len(frames) < 2:
@@ -277,6 +242,8 @@ def icp_align(frames: list[Frame], max_distance: float) -> list[Frame]:
 
 
 def _concatenate(frames: list[Frame]) -> tuple[np.ndarray, Optional[np.ndarray], dict[str, np.ndarray]]:
+    if len(frames) == 1:  # stages never write into the arrays, so one frame needs no copy
+        return frames[0].xyz, frames[0].rgb, dict(frames[0].extras)
     xyz = np.concatenate([f.xyz for f in frames])
     rgb = None
     if all(f.rgb is not None for f in frames):
@@ -291,6 +258,7 @@ class _Cloud:
 
     def __init__(self, xyz, rgb, extras) -> None:
         self.xyz, self.rgb, self.extras = xyz, rgb, extras
+        self.cells: Optional[np.ndarray] = None  # (N, 3) int64 voxel index of each point once voxelized
         self.counts: dict[str, int] = {"input": int(xyz.shape[0])}
         self.timings: dict[str, float] = {}
         self.notes: dict[str, str] = {}
@@ -299,6 +267,7 @@ class _Cloud:
         self.xyz = self.xyz[mask]
         self.rgb = None if self.rgb is None else self.rgb[mask]
         self.extras = {n: v[mask] for n, v in self.extras.items()}
+        self.cells = None if self.cells is None else self.cells[mask]
 
     def stage(self, name: str, action: Callable[["_Cloud"], None]) -> None:
         start = time.perf_counter()
@@ -315,15 +284,26 @@ def fuse(frames: list[Frame], config: FusionConfig, up: Sequence[float] = (0.0, 
     if config.icp:
         frames = icp_align(frames, config.icp_max_distance)
     cloud = _Cloud(*_concatenate(frames))
+    finite = finite_mask(cloud.xyz)
+    if not finite.all():  # decoded clouds are finite already; frames built elsewhere may not be
+        cloud.notes["finite"] = f"dropped {int(finite.size - finite.sum())} points with NaN/Inf coordinates"
+        cloud.stage("finite", lambda c: c.keep(finite))
     if config.crop_enabled:
         cloud.stage("crop", lambda c: c.keep(crop_mask(c.xyz, config.crop_min, config.crop_max)))
 
-    def voxelize(c: _Cloud) -> None:
-        c.xyz, c.rgb, c.extras = voxel_downsample(c.xyz, c.rgb, c.extras, config.voxel_size)
+    def voxelize_stage(c: _Cloud) -> None:
+        if config.voxel_size > 0 and c.xyz.shape[0] > 0:
+            voxels = voxelize(c.xyz, c.rgb, c.extras, config.voxel_size)
+            c.xyz, c.rgb, c.extras, c.cells = voxels.xyz, voxels.rgb, voxels.extras, voxels.cells
 
-    cloud.stage("voxel", voxelize)
-    cloud.stage("outliers", lambda c: c.keep(statistical_inliers(c.xyz, config.outlier_neighbors,
-                                                                   config.outlier_std_ratio)))
+    def outlier_stage(c: _Cloud) -> None:
+        if config.outlier_method == "grid" and c.cells is not None:
+            c.keep(voxel_inliers(c.cells, config.outlier_neighbors, config.outlier_std_ratio))
+        else:  # kNN: asked for, or no voxel grid (voxel_size 0) to take the statistics on
+            c.keep(statistical_inliers(c.xyz, config.outlier_neighbors, config.outlier_std_ratio))
+
+    cloud.stage("voxel", voxelize_stage)
+    cloud.stage("outliers", outlier_stage)
     if config.isolate_object:
         def isolate(c: _Cloud) -> None:
             result = isolate_object(c.xyz, config.isolation(), up)

@@ -11,7 +11,8 @@ The node is wiring: the input side (``intake``: decoding, stamps and the window 
 (``runner``: fusion, segmentation, publishing, failure reasons), parameters (``params``, ``param_checks``),
 detectors (``detectors``), fusion and object isolation (``fusion``, ``partslip_core.scene``), counters,
 diagnostics and services (``node_state``), the ``debug`` topics (``debug_outputs``), log policy (``log_policy``),
-signals and shutdown (``process``).
+signals and shutdown (``process``), lifecycle transitions (``lifecycle``: configure builds the detector, activate
+subscribes, deactivate stops taking clouds and frees the detector; ``autostart`` true by default).
 """
 
 from __future__ import annotations
@@ -23,15 +24,15 @@ import traceback
 from collections import deque
 from typing import Optional, Sequence
 
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import PointCloud2
 
 from partslip_ros.detectors import DetectorCache
 from partslip_ros.fusion import FrameTransformer
 from partslip_ros.intake import CloudIntake
+from partslip_ros.lifecycle import LifecycleTransitions, declare_autostart, free_detector_memory
 from partslip_ros.log_policy import RateLimitedLog, SteadyStateDrops
 from partslip_ros.node_state import (NodeStats, RunOutput, RunRequest, StatsBook, create_service_node,
                                      diagnostic_status)
@@ -44,8 +45,8 @@ SHUTDOWN_WAIT_S = 5.0  # a run in flight gets this long to finish and publish; t
 DETECTOR_PARAMETERS = ("pipeline.detector.", "pipeline.device")
 
 
-class PartSlipNode(Node):
-    """The part segmentation node; see the module docstring for its threads and topics."""
+class PartSlipNode(LifecycleTransitions, LifecycleNode):
+    """The part segmentation node (a managed lifecycle node); see the module docstring for threads and topics."""
 
     def __init__(self, node_name: str = "partslip_node", *, detector_factory: Optional[DetectorFactory] = None,
                  **kwargs) -> None:
@@ -53,6 +54,7 @@ class PartSlipNode(Node):
         self._detector_factory = detector_factory
         values = declare_all(self)  # wrong types raise SettingsError: the node does not come up
         check_finite(values)  # NaN/Inf: ranged parameters are refused by rclpy, the others here
+        autostart = declare_autostart(self)
         self._param_names = list(values)
         self._defaults = all_defaults(values["pipeline.config_file"])
         self._settings = settings_from_values(values)
@@ -82,19 +84,18 @@ class PartSlipNode(Node):
         self._requests: deque[RunRequest] = deque()
         self._cond = threading.Condition()
         self._stop = False
-        # The DDS history only buffers until the executor takes a cloud; the bounded, counted queue is _inbox.
-        qos = qos_profile_sensor_data if values["input_qos"] == "sensor_data" else QoSProfile(
-            depth=max(10, int(values["queue_size"])), reliability=ReliabilityPolicy.RELIABLE)
-        self.create_subscription(PointCloud2, values["input_topic"], self.submit, qos)
+        self._active = False  # lifecycle state 'active': clouds are taken and runs happen
+        self._run_lock = threading.Lock()  # held by the worker while it serves; deactivate waits on it
+        self._subscription = None
+        self._input = (values["input_topic"], values["input_qos"], int(values["queue_size"]), transformer.uses_tf)
+        self._lenient_build = False  # autostart: a detector build failure does not stop the node
+        self.configure_failure = ""  # why the last configure/activate failed ('' = it did not)
         self.service_node = create_service_node(self)
         self.create_timer(1.0, self._publish_diagnostics)
         self._worker = threading.Thread(target=self._work_loop, name="partslip_worker", daemon=True)
         self._worker.start()
-        self.get_logger().info(
-            f"listening on {self.resolve_topic_name(values['input_topic'])} ({values['input_qos']} QoS); "
-            f"parts={list(self._settings.parts)}; trigger={self._settings.trigger_mode}; "
-            f"fixed_frame={values['fixed_frame'] or '(first cloud)'}; "
-            f"tf2_ros={'yes' if transformer.uses_tf else 'no'}")
+        if autostart:
+            self._autostart()
 
     # ----------------------------------------------------------------------------- setup
     def _create_diagnostics(self):
@@ -161,6 +162,11 @@ class PartSlipNode(Node):
     def submit(self, msg: PointCloud2) -> None:
         """Queue a cloud and return (the input subscription's callback; the oldest is dropped when full)."""
         line = None
+        if not self._active:
+            self._stats.add(received=1, dropped_inactive=1)
+            self._log("inactive", f"cloud dropped: the node is {self.lifecycle_state}, not active "
+                                  "(counted as dropped_inactive)")
+            return
         with self._cond:
             full = len(self._inbox) == self._inbox.maxlen
             self._stats.add(received=1, dropped_queue_full=int(full))
@@ -191,7 +197,7 @@ class PartSlipNode(Node):
                     clouds = list(self._inbox)
                     self._inbox.clear()
                     return clouds, self._requests.popleft() if self._requests else None, False
-                wait = self._continuous_wait(self.settings)
+                wait = self._continuous_wait(self.settings) if self._active else None
                 if wait == 0.0:
                     return [], None, True
                 self._cond.wait(timeout=wait)
@@ -208,6 +214,17 @@ class PartSlipNode(Node):
     def _work_once(self) -> None:
         """Wait for work, ingest the queued clouds, then serve a request or a due continuous run."""
         clouds, request, due = self._next_work()
+        with self._run_lock:
+            if self._active or self._stop:
+                self._serve_work(clouds, request, due)
+                return
+        if clouds:  # queued just before a deactivate
+            self._stats.add(dropped_inactive=len(clouds))
+        if request is not None:
+            request.output = RunOutput(ok=False, message=f"node is {self.lifecycle_state}, not active")
+            request.done.set()
+
+    def _serve_work(self, clouds: list, request: Optional[RunRequest], due: bool) -> None:
         settings = self.settings
         self._intake.configure(settings)
         for msg in clouds:
@@ -231,6 +248,9 @@ class PartSlipNode(Node):
     # ----------------------------------------------------------------------------- services
     def request_run(self, parts: Optional[Sequence[str]] = None, timeout_s: Optional[float] = None) -> RunOutput:
         """Ask the worker for a run on the current window and wait for it (any thread but the worker)."""
+        if not self._active:
+            return RunOutput(ok=False, message=f"node is {self.lifecycle_state}, not active (lifecycle: "
+                                               "configure and activate it, or start it with autostart true)")
         request = RunRequest(parts=tuple(parts) if parts else None)
         with self._cond:
             self._requests.append(request)
@@ -255,7 +275,8 @@ class PartSlipNode(Node):
         from diagnostic_msgs.msg import DiagnosticArray
         in_progress = round(time.monotonic() - self._runner.last_start, 1) if self.busy.is_set() else 0
         extra = {"window_frames": len(self._intake.window), "run_in_progress_s": in_progress,
-                 "detector_failure": self._detectors.failure, "isolation": self._runner.last_isolation}
+                 "detector_failure": self._detectors.failure, "isolation": self._runner.last_isolation,
+                 "lifecycle_state": self.lifecycle_state, "configure_failure": self.configure_failure}
         status = diagnostic_status(f"{self.get_fully_qualified_name()}: part segmentation", self.get_name(),
                                    self.stats_snapshot(), extra)
         array = DiagnosticArray(status=[status])
@@ -277,6 +298,7 @@ class PartSlipNode(Node):
         if self._worker.is_alive():
             self.get_logger().info("shutting down: abandoned the run in progress (it publishes nothing)")
         self._runner.closing = True
+        free_detector_memory(self._detectors)
         for request in list(self._requests):
             request.output = RunOutput(ok=False, message="node shutting down")
             request.done.set()

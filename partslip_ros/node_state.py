@@ -29,6 +29,7 @@ class NodeStats:
     last_num_points: int = 0
     last_num_instances: int = 0
     window_resets: int = 0
+    dropped_inactive: int = 0  # clouds that arrived or were queued while the node was not active (lifecycle)
     debug_failures: int = 0  # runs whose ~/debug/* outputs failed (the results were published)
 
     def copy(self) -> "NodeStats":
@@ -98,6 +99,8 @@ def diagnostic_status(name: str, hardware_id: str, stats: NodeStats, extra: dict
               "last_num_instances": s.last_num_instances, "window_resets": s.window_resets}
     if s.debug_failures:
         values["debug_failures"] = s.debug_failures
+    if s.dropped_inactive:
+        values["dropped_inactive"] = s.dropped_inactive
     values.update({k: v for k, v in extra.items() if v not in ("", None)})
     values.update({f"rejected_{k}": v for k, v in s.rejected.items()})
     values.update({f"run_failed_{k}": v for k, v in s.runs_failed.items()})

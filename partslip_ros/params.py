@@ -102,6 +102,7 @@ FUSION_DESCRIPTIONS = {
     "voxel_size": "Voxel edge (m) of the fused cloud; 0 = no downsampling.",
     "outlier_neighbors": "Statistical outlier removal neighbours; 0 = off.",
     "outlier_std_ratio": "Points farther than mean + ratio * std of neighbour distance are outliers.",
+    "outlier_method": "grid: outlier statistics on the voxel grid (no kNN, default); knn: k-NN over voxel centroids.",
     "crop_enabled": "Keep only points inside [crop_min, crop_max] (fixed frame).",
     "crop_min": "Crop box lower corner [x, y, z] (m, fixed frame); also cluster_select crop.",
     "crop_max": "Crop box upper corner [x, y, z] (m, fixed frame); also cluster_select crop.",
