@@ -25,14 +25,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from bench.bench_robustness import CONDITIONS, apply_overrides, node_pipeline_config
+from bench.bench_robustness import CONDITIONS, apply_overrides, evaluate_case, node_pipeline_config, scan_cases
 from partslip_core.config import PipelineConfig, load_config
-from partslip_core.detect import GroundTruthNoise, ProjectedGroundTruthDetector
+from partslip_core.detect import GroundTruthNoise
 from partslip_core.detect.sam import clip_masks_to_boxes
-from partslip_core.evaluate import evaluate_category, predictions_from_instances
-from partslip_core.pipeline import segment
-from partslip_core.synthetic import CATEGORY_PARTS, SCAN_KINDS, make_object, make_scan
-from partslip_core.types import PointCloud, ViewDetections
+from partslip_core.synthetic import CATEGORY_PARTS, SCAN_KINDS
+from partslip_core.types import ViewDetections
 
 MODES = ("boxes", "exact_masks", "oracle_sam")
 
@@ -57,29 +55,16 @@ def run(config: PipelineConfig, categories: Sequence[str], scans: Sequence[str],
         seeds: Sequence[int], points: int) -> list[dict]:
     margin = config.masks.clip_margin if config.masks.clip_to_box else None
     rows = []
-    for category in categories:
-        part_names = CATEGORY_PARTS[category]
-        objects = {seed: make_object(category, points, seed) for seed in seeds}
-        for scan in scans:
-            shapes = {seed: make_scan(objects[seed], scan, seed) for seed in seeds}
-            for condition in conditions:
-                for mode in MODES:
-                    preds, insts = [], []
-                    for seed in seeds:
-                        shape = shapes[seed]
-                        noise = GroundTruthNoise(masks=mode != "boxes", **CONDITIONS[condition])
-                        detector = ProjectedGroundTruthDetector(shape.point_label, shape.point_instance, noise,
-                                                                seed=1000 * seed + 7)
-                        result = segment(PointCloud.from_arrays(shape.xyz, shape.rgb), part_names, config, detector,
-                                         mask_refiner=OracleSam(margin) if mode == "oracle_sam" else None)
-                        preds.append(result.point_label)
-                        insts.append(predictions_from_instances(result.instances))
-                    report = evaluate_category(category, part_names, preds, [shapes[s].point_label for s in seeds],
-                                               insts, [shapes[s].point_instance for s in seeds])
-                    rows.append({"category": category, "scan": scan, "condition": condition, "mode": mode,
-                                 "miou": report.miou, "map50": report.map50})
-                    print(f"  {category:<10} {scan:<8} {condition:<6} {mode:<12} mIoU={report.miou:.3f} "
-                          f"AP50={report.map50:.3f}", file=sys.stderr, flush=True)
+    for category, part_names, scan, shapes in scan_cases(categories, scans, seeds, points):
+        for condition in conditions:
+            for mode in MODES:
+                noise = GroundTruthNoise(masks=mode != "boxes", **CONDITIONS[condition])
+                report = evaluate_case(config, category, part_names, shapes, noise,
+                                       mask_refiner=OracleSam(margin) if mode == "oracle_sam" else None)
+                rows.append({"category": category, "scan": scan, "condition": condition, "mode": mode,
+                             "miou": report.miou, "map50": report.map50})
+                print(f"  {category:<10} {scan:<8} {condition:<6} {mode:<12} mIoU={report.miou:.3f} "
+                      f"AP50={report.map50:.3f}", file=sys.stderr, flush=True)
     return rows
 
 

@@ -71,34 +71,43 @@ def apply_overrides(config: PipelineConfig, overrides: Sequence[str]) -> Pipelin
     return config_from_dict(nested, base=config) if nested else config
 
 
+def scan_cases(categories: Sequence[str], scans: Sequence[str], seeds: Sequence[int], points: int):
+    """(category, part names, scan kind, {seed: scanned shape}) for every category x scan kind; each seed's
+    object is built once per category and scanned once per kind."""
+    for category in categories:
+        objects = {seed: make_object(category, points, seed) for seed in seeds}
+        for scan in scans:
+            yield category, CATEGORY_PARTS[category], scan, {seed: make_scan(objects[seed], scan, seed) for seed in seeds}
+
+
+def evaluate_case(config: PipelineConfig, category: str, part_names: Sequence[str], shapes: dict,
+                  noise: GroundTruthNoise, mask_refiner: Any = None):
+    """segment() every seed's shape with the ground-truth detector under ``noise`` (detector seed
+    1000 * seed + 7); the category's metrics over all of them (an evaluate.CategoryReport)."""
+    preds, insts = [], []
+    for seed, shape in shapes.items():
+        detector = ProjectedGroundTruthDetector(shape.point_label, shape.point_instance, noise, seed=1000 * seed + 7)
+        result = segment(PointCloud.from_arrays(shape.xyz, shape.rgb), part_names, config, detector,
+                         mask_refiner=mask_refiner)
+        preds.append(result.point_label)
+        insts.append(predictions_from_instances(result.instances))
+    return evaluate_category(category, part_names, preds, [s.point_label for s in shapes.values()],
+                             insts, [s.point_instance for s in shapes.values()])
+
+
 def run(config: PipelineConfig, categories: Sequence[str], scans: Sequence[str], conditions: Sequence[str],
         seeds: Sequence[int], points: int) -> list[dict]:
     """One row per (category, scan, condition) with the metrics over all seeds' shapes."""
     rows = []
-    for category in categories:
-        part_names = CATEGORY_PARTS[category]
-        objects = {seed: make_object(category, points, seed) for seed in seeds}
-        for scan in scans:
-            shapes = {seed: make_scan(objects[seed], scan, seed) for seed in seeds}
-            for condition in conditions:
-                preds, insts, gts, gt_insts = [], [], [], []
-                for seed in seeds:
-                    shape = shapes[seed]
-                    noise = GroundTruthNoise(**CONDITIONS[condition])
-                    detector = ProjectedGroundTruthDetector(shape.point_label, shape.point_instance, noise,
-                                                            seed=1000 * seed + 7)
-                    result = segment(PointCloud.from_arrays(shape.xyz, shape.rgb), part_names, config, detector)
-                    preds.append(result.point_label)
-                    insts.append(predictions_from_instances(result.instances))
-                    gts.append(shape.point_label)
-                    gt_insts.append(shape.point_instance)
-                report = evaluate_category(category, part_names, preds, gts, insts, gt_insts)
-                rows.append({"category": category, "scan": scan, "condition": condition, "miou": report.miou,
-                             "map50": report.map50, "best_iou": report.instance_best_iou,
-                             "per_part_iou": dict(zip(part_names, report.per_part_iou)),
-                             "points": int(np.mean([len(s.xyz) for s in shapes.values()]))})
-                print(f"  {category:<10} {scan:<8} {condition:<7} mIoU={report.miou:.3f} AP50={report.map50:.3f} "
-                      f"bestIoU={report.instance_best_iou:.3f}", file=sys.stderr, flush=True)
+    for category, part_names, scan, shapes in scan_cases(categories, scans, seeds, points):
+        for condition in conditions:
+            report = evaluate_case(config, category, part_names, shapes, GroundTruthNoise(**CONDITIONS[condition]))
+            rows.append({"category": category, "scan": scan, "condition": condition, "miou": report.miou,
+                         "map50": report.map50, "best_iou": report.instance_best_iou,
+                         "per_part_iou": dict(zip(part_names, report.per_part_iou)),
+                         "points": int(np.mean([len(s.xyz) for s in shapes.values()]))})
+            print(f"  {category:<10} {scan:<8} {condition:<7} mIoU={report.miou:.3f} AP50={report.map50:.3f} "
+                  f"bestIoU={report.instance_best_iou:.3f}", file=sys.stderr, flush=True)
     return rows
 
 
