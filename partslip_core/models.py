@@ -157,6 +157,15 @@ def local_model_path(name: str, directory: str | os.PathLike | None = None) -> O
     return path if present else None
 
 
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+
+
+def looks_like_path(weights: str) -> bool:
+    """A file-system path rather than a hub id ("org/name") or a known model name: such a path that does
+    not exist is an error at once, never a hub lookup (the node's set-time check and the loaders agree)."""
+    return weights.startswith(("/", ".", "~")) or weights.count("/") > 1 or weights.endswith(WEIGHT_FILE_SUFFIXES)
+
+
 def fewshot_part_names(checkpoint: str | os.PathLike) -> Optional[tuple[str, ...]]:
     """The recorded prompt of a known few-shot checkpoint, matched by file name (e.g. Chair.pth)."""
     for spec in KNOWN_MODELS.values():

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from partslip_core.models import looks_like_path
 from partslip_ros.params import GROUND_TRUTH_BACKEND, NodeSettings, SettingsError
 
 # Names rclpy or the ROS middleware declare or read themselves; never "unknown".
@@ -99,12 +100,6 @@ def check_device(device: str) -> None:
         resolve_device(device)
     except (RuntimeError, ValueError) as error:
         raise SettingsError(f"pipeline.device {device!r} cannot be used here: {error}") from error
-
-
-def looks_like_path(weights: str) -> bool:
-    """A file-system path rather than a hub id ("org/name") or a known model name."""
-    return (weights.startswith(("/", ".", "~")) or weights.count("/") > 1
-            or weights.endswith((".pth", ".pt", ".bin", ".safetensors", ".ckpt")))
 
 
 def check_weights(weights: str) -> None:

@@ -23,6 +23,7 @@ import torch
 
 from partslip_core.config import DetectorConfig
 from partslip_core.detect.base import DetectorError
+from partslip_core.models import looks_like_path
 from partslip_core.detect.postprocess import PostprocessSettings, check_views, cxcywh_to_xyxy, postprocess_view
 from partslip_core.detect.prompts import (DEFAULT_OWL_TEMPLATE, GroundingPrompt, build_grounding_prompt,
                                           build_owl_queries, normalize_part_names, phrases_to_part_indices,
@@ -59,10 +60,6 @@ def resolve_source(weights: str, backend: str) -> str:
                             f"{sorted(n for n, s in KNOWN_MODELS.items() if s.backend == backend)}")
     local = local_model_path(name)
     return str(local) if local is not None else spec.repo_id
-
-
-def _looks_like_path(source: str) -> bool:
-    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or source.endswith((".bin", ".safetensors", ".pth"))
 
 
 def _offline() -> bool:
@@ -126,7 +123,7 @@ def load_pretrained(model_class: str, processor_class: str, source: str, backend
     if local.exists():
         check_local_model_dir(local, backend)
         source = str(local)
-    elif _looks_like_path(source):
+    elif looks_like_path(source):
         raise DetectorError(f"{backend}: model folder {source!r} does not exist. " + _download_hint(backend))
     local_only = local.exists() or not hub_downloads_allowed()  # local files / the cache first: fail fast
     config = _load_config(source, backend, expected_type, local_only)

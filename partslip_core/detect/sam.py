@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from partslip_core.config import MaskConfig
 from partslip_core.detect.base import DetectorError
+from partslip_core.models import looks_like_path
 from partslip_core.types import RenderedViews, ViewDetections, resolve_device
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def load_sam(source: str, allow_download: bool = False, model_name: str = DEFAUL
     if local.exists():
         _check_folder(local, hint)
         source = str(local)
-    elif source.startswith(("/", ".", "~")) or source.count("/") > 1:
+    elif looks_like_path(source):
         raise MaskError(f"masks: SAM folder {source!r} does not exist. " + hint)
     hub_only = not local.exists()
     kwargs = {"local_files_only": hub_only and not allow_download}
