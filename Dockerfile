@@ -60,20 +60,18 @@ RUN python3 -c "import nltk; [nltk.download(p, download_dir='/opt/nltk_data', qu
     && python3 -c "from transformers import AutoTokenizer, BertModel; \
         AutoTokenizer.from_pretrained('bert-base-uncased'); BertModel.from_pretrained('bert-base-uncased')"
 
-# The workspace: partslip_ros (ament_python, repo root) and partslip_msgs (ament_cmake). colcon does not
-# look inside a package folder for more packages, so partslip_msgs gets its own src entry.
+# The workspace: one ament_cmake package, partslip_ros (the repository root): `colcon build` generates the
+# messages (msg/, srv/) and installs the node, partslip_core, the console scripts, launch/ and config/.
 WORKDIR /ws
 COPY requirements.txt /tmp/requirements.txt
 # requirements.txt pins the CPU development stack (torch 2.13, transformers 5.x): keep everything else.
 RUN grep -vE '^(torch|transformers|tokenizers)==' /tmp/requirements.txt > /tmp/requirements-docker.txt \
     && pip install -r /tmp/requirements-docker.txt
 COPY . /ws/src/partslip_ros
-COPY partslip_msgs /ws/src/partslip_msgs
-RUN rm -rf /ws/src/partslip_ros/partslip_msgs \
-    && apt-get update && rosdep install --from-paths src --ignore-src -y --rosdistro jazzy \
+RUN apt-get update && rosdep install --from-paths src --ignore-src -y --rosdistro jazzy \
     && rm -rf /var/lib/apt/lists/* \
     && source /opt/ros/jazzy/setup.bash \
-    && colcon build --event-handlers console_direct+ \
+    && colcon build --event-handlers console_direct+ --cmake-args -DBUILD_TESTING=OFF \
     && rm -rf build log
 
 COPY <<'EOF' /ros_entrypoint.sh

@@ -1,20 +1,24 @@
-"""Fusion of one organized RGB-D frame (640 x 480, NaN where nothing is hit) on the node's path, per stage.
+"""Fusion on the node's path, per stage: an organized RGB-D frame, a lidar sweep, an object-only scan.
 
-The frame is ``partslip_core.synthetic_scene.rgbd_tabletop_scan`` (an object on a table on a floor, 307,200
-pixels). Two paths are timed in the same process, alternating, on the same frame:
+Scans (``--scan``): ``rgbd`` = ``synthetic_scene.rgbd_tabletop_scan`` (an object on a table on a floor, 640 x 480
+= 307,200 pixels, 10-13% NaN), ``lidar`` = ``lidar_tabletop_scan`` (128 x 2048), ``object`` = the object alone
+(``synthetic.make_object(category, --points, seed)``, what ``bench_node_latency.py`` publishes; isolation keeps
+it whole). Two paths, timed in the same process with ``time.process_time``, alternating, on the same input:
 
-* ``before``: the fusion of ``partslip_ros/fusion.py`` at commit d3723b7 (copied below): voxel downsample
-  with ``np.unique`` + ``bincount`` + ``lexsort``, statistical outlier removal as a 20-NN query over the
-  voxel centroids (cKDTree), isolation on the survivors;
-* ``after``: ``partslip_ros.fusion.fuse`` as the node runs it (NaN drop, ``filters.voxelize``, grid-density
-  outliers ``filters.voxel_inliers``, isolation).
+* ``before``: the fusion of commit be00afa (``bench/fusion_before.py``, verbatim): bool-mask row copies,
+  row-form ``voxelize``, ``voxel_inliers`` with 18 binary searches, isolation with open3d's ``segment_plane``
+  and ``cluster_dbscan``;
+* ``after``: today's row copies (indices + ``np.take``, as ``fusion._Cloud.keep``), ``filters.voxelize``
+  (column by column), ``filters.voxel_inliers`` (dense grid) and ``scene.isolate_object``
+  (``partslip_core.ransac``: open3d's RANSAC reproduced exactly, float32 scoring).
 
-Both get the whole organized frame; the NaN drop (done by the node's decoder before) is timed as its own
-row in both. Single-threaded (OMP/MKL/OpenBLAS = 1, set before numpy loads). Prints per-stage median ms over
-``--repeat`` runs after one warm-up, and what each path kept (voxels, outliers, object points, purity).
+Single-threaded: OMP/MKL/OpenBLAS = 1 before numpy loads, and open3d (which ignores them and otherwise uses
+every core, where its RANSAC is not reproducible run to run) set to 1 thread. Prints per-stage median ms
+over ``--repeat`` runs after one warm-up, what each path kept, and whether the two outputs are identical
+(voxels, outlier mask, isolation mask and summary, and ``fusion.fuse``'s output); exit status 1 if not.
 
-    python bench/bench_fusion.py                       # mug, kettle, bottle; 7 repeats
-    python bench/bench_fusion.py --category mug --repeat 15 --json out/fusion.json
+    python bench/bench_fusion.py                                  # rgbd mug/kettle/bottle + object chair; 7 repeats
+    python bench/bench_fusion.py --scan rgbd lidar --category mug --repeat 15 --json out/fusion.json
 """
 
 from __future__ import annotations
@@ -32,122 +36,130 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from scipy.spatial import cKDTree  # noqa: E402
+import open3d as o3d  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from partslip_core.scene import isolate_object  # noqa: E402
-from partslip_core.synthetic_scene import flatten, rgbd_tabletop_scan  # noqa: E402
-from partslip_ros.fusion import Frame, FusionConfig, fuse  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fusion_before  # noqa: E402
+from partslip_core import filters, scene  # noqa: E402
+from partslip_core.fusion_config import FusionConfig  # noqa: E402
+from partslip_core.synthetic import make_object  # noqa: E402
+from partslip_core.synthetic_scene import flatten, lidar_tabletop_scan, rgbd_tabletop_scan  # noqa: E402
+from partslip_ros.fusion import Frame, fuse  # noqa: E402
+
+STAGES = ("finite", "voxel", "outliers", "isolation", "total")
+PATHS = {  # name -> (voxelize, voxel_inliers, isolate_object)
+    "before": (fusion_before.voxelize, fusion_before.voxel_inliers, fusion_before.isolate_object),
+    "after": (filters.voxelize, filters.voxel_inliers, scene.isolate_object),
+}
 
 
-# --- the fusion filters before issue 11's fusion bullet, verbatim, for the comparison ----------------------
-def old_voxel_downsample(xyz, rgb, extras, voxel):
-    if voxel <= 0 or xyz.shape[0] == 0:
-        return xyz, rgb, extras
-    cells = np.floor((xyz - xyz.min(axis=0)) / voxel).astype(np.int64)
-    dims = cells.max(axis=0) + 1
-    if float(np.prod(dims.astype(np.float64))) < 2.0 ** 62:
-        key = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
-        _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-    else:
-        _, inverse, counts = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
-    num = counts.shape[0]
-
-    def mean(values):
-        sums = np.stack([np.bincount(inverse, weights=values[:, d], minlength=num) for d in range(values.shape[1])], 1)
-        return (sums / counts[:, None]).astype(np.float32)
-
-    centroids = mean(xyz)
-    colors = None if rgb is None else mean(rgb)
-    if not extras:
-        return centroids, colors, {}
-    dist = np.linalg.norm(xyz - centroids[inverse], axis=1)
-    order = np.lexsort((dist, inverse))
-    first = order[np.r_[0, np.flatnonzero(np.diff(inverse[order])) + 1]]
-    return centroids, colors, {name: values[first] for name, values in extras.items()}
-
-
-def old_statistical_inliers(xyz, neighbors, std_ratio):
-    if neighbors <= 0 or xyz.shape[0] <= neighbors:
-        return np.ones(xyz.shape[0], bool)
-    dist, _ = cKDTree(xyz).query(xyz, k=neighbors + 1)
-    mean_dist = dist[:, 1:].mean(axis=1)
-    return mean_dist <= mean_dist.mean() + std_ratio * mean_dist.std()
-
-
-def old_fuse(xyz, rgb, extras, config: FusionConfig):
-    """(kept label per point, stage -> ms, stage -> points) of the old path."""
+def run_path(name: str, xyz, rgb, extras, config: FusionConfig) -> tuple[dict, dict, dict]:
+    """(outputs, stage -> CPU ms, stage -> points) of one path, stage by stage as ``fusion.fuse`` runs them."""
+    voxelize, voxel_inliers, isolate = PATHS[name]
     ms, counts = {}, {}
-    start = time.perf_counter()
-    finite = np.isfinite(xyz).all(axis=1)
-    xyz, rgb, extras = xyz[finite], rgb[finite], {n: v[finite] for n, v in extras.items()}
-    ms["finite"], counts["finite"] = (time.perf_counter() - start) * 1e3, len(xyz)
-    start = time.perf_counter()
-    xyz, rgb, extras = old_voxel_downsample(xyz, rgb, extras, config.voxel_size)
-    ms["voxel"], counts["voxel"] = (time.perf_counter() - start) * 1e3, len(xyz)
-    start = time.perf_counter()
-    keep = old_statistical_inliers(xyz, config.outlier_neighbors, config.outlier_std_ratio)
-    xyz, extras = xyz[keep], {n: v[keep] for n, v in extras.items()}
-    ms["outliers"], counts["outliers"] = (time.perf_counter() - start) * 1e3, len(xyz)
-    start = time.perf_counter()
-    keep = isolate_object(xyz, config.isolation()).keep
-    ms["isolation"], counts["isolation"] = (time.perf_counter() - start) * 1e3, int(keep.sum())
+    clock = time.process_time()
+
+    def lap(stage: str, points: int) -> None:
+        nonlocal clock
+        now = time.process_time()
+        ms[stage], counts[stage], clock = (now - clock) * 1e3, points, now
+
+    finite = filters.finite_mask(xyz)
+    if name == "before":  # fusion._Cloud.keep at be00afa: bool indexing
+        xyz, rgb, extras = xyz[finite], rgb[finite], {n: v[finite] for n, v in extras.items()}
+    else:  # today's fusion._Cloud.keep: indices + take, the same rows
+        index = np.flatnonzero(finite)
+        xyz, rgb = np.take(xyz, index, axis=0), np.take(rgb, index, axis=0)
+        extras = {n: np.take(v, index, axis=0) for n, v in extras.items()}
+    lap("finite", len(xyz))
+    cloud = voxelize(xyz, rgb, extras, config.voxel_size)
+    lap("voxel", len(cloud.xyz))
+    inliers = voxel_inliers(cloud.cells, config.outlier_neighbors, config.outlier_std_ratio)
+    kept_xyz = cloud.xyz[inliers] if name == "before" else np.take(cloud.xyz, np.flatnonzero(inliers), axis=0)
+    lap("outliers", int(inliers.sum()))
+    result = isolate(kept_xyz, config.isolation)
+    lap("isolation", int(result.keep.sum()))
     ms["total"] = sum(ms.values())
-    return extras["label"][keep], ms, counts
+    outputs = {"xyz": cloud.xyz, "rgb": cloud.rgb, "cells": cloud.cells, "label": cloud.extras["label"],
+               "inliers": inliers, "keep": result.keep, "summary": result.summary(),
+               "kept_label": cloud.extras["label"][inliers][result.keep]}
+    return outputs, ms, counts
 
 
-def new_fuse(xyz, rgb, extras, config: FusionConfig):
-    start = time.perf_counter()
-    fused = fuse([Frame(0, "world", xyz, rgb, extras)], config)
-    total = (time.perf_counter() - start) * 1e3
-    ms = dict(fused.timings_ms)
-    ms["total"] = total
-    return fused.extras["label"], ms, dict(fused.counts)
+def identical(before: dict, after: dict) -> list[str]:
+    """Names of the outputs that differ (bit for bit)."""
+    return [k for k in before if not (before[k] == after[k] if isinstance(before[k], str)
+                                      else np.array_equal(before[k], after[k]))]
+
+
+def scans(kinds, categories, seed: int, points: int, object_category: str):
+    """(name, xyz, rgb, labels) of each scan asked for."""
+    for kind in kinds:
+        if kind == "object":
+            obj = make_object(object_category, points, seed)
+            yield (f"object {object_category} ({points} points, seed {seed})", obj.xyz.astype(np.float32),
+                   obj.rgb.astype(np.float32), obj.point_label.astype(np.int32))
+            continue
+        make = rgbd_tabletop_scan if kind == "rgbd" else lidar_tabletop_scan
+        for index, category in enumerate(categories):
+            columns = flatten(make(category, seed + index))
+            yield (f"{kind} {category} (seed {seed + index})", columns["xyz"].astype(np.float32),
+                   columns["rgb"].astype(np.float32), columns["label"].astype(np.int32))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--category", nargs="+", default=["mug", "kettle", "bottle"])
+    parser.add_argument("--scan", nargs="+", choices=("rgbd", "lidar", "object"), default=["rgbd", "object"])
+    parser.add_argument("--category", nargs="+", default=["mug", "kettle", "bottle"], help="rgbd/lidar scenes")
+    parser.add_argument("--object-category", default="chair", help="the object-only scan")
+    parser.add_argument("--points", type=int, default=20_000, help="points of the object-only scan")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    o3d.utility.set_max_threads(1)
     config = FusionConfig()
     print(f"# {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}, numpy {np.__version__}, "
-          f"1 thread; voxel {config.voxel_size} m, outliers {config.outlier_method} k={config.outlier_neighbors} "
-          f"ratio {config.outlier_std_ratio}; median of {args.repeat} after 1 warm-up")
-    rows = []
-    for index, category in enumerate(args.category):
-        scan = flatten(rgbd_tabletop_scan(category, args.seed + index))
-        xyz, rgb = scan["xyz"].astype(np.float32), scan["rgb"].astype(np.float32)
-        extras = {"label": scan["label"].astype(np.int32)}
+          f"open3d {o3d.__version__} (1 thread); voxel {config.voxel_size} m, outliers {config.outlier_method} "
+          f"k={config.outlier_neighbors} ratio {config.outlier_std_ratio}; CPU time (process_time), median of "
+          f"{args.repeat} after 1 warm-up, paths alternating")
+    rows, all_same = [], True
+    for name, xyz, rgb, labels in scans(args.scan, args.category, args.seed, args.points, args.object_category):
+        extras = {"label": labels}
         times = {"before": [], "after": []}
         result = {}
         for run in range(args.repeat + 1):
-            for name, path in (("before", old_fuse), ("after", new_fuse)):
-                labels, ms, counts = path(xyz, rgb, extras, config)
+            for path in ("before", "after"):
+                outputs, ms, counts = run_path(path, xyz, rgb, extras, config)
                 if run:
-                    times[name].append(ms)
-                result[name] = (labels, counts)
-        print(f"\n## {category} (seed {args.seed + index}): {len(xyz)} pixels, "
-              f"{int(np.isfinite(xyz).all(axis=1).sum())} finite, {int((scan['label'] >= 0).sum())} on the object")
-        stages = ["finite", "voxel", "outliers", "isolation", "total"]
-        print("| path | " + " | ".join(f"{s} ms" for s in stages) + " | voxels | after outliers | kept | purity |")
-        print("| --- " * (len(stages) + 5) + "|")
-        for name in ("before", "after"):
-            medians = {s: float(np.median([t.get(s, 0.0) for t in times[name]])) for s in stages}
-            labels, counts = result[name]
-            purity = float((labels >= 0).mean()) if len(labels) else 0.0
-            print(f"| {name} | " + " | ".join(f"{medians[s]:.1f}" for s in stages)
+                    times[path].append(ms)
+                result[path] = (outputs, counts)
+        fused = fuse([Frame(0, "world", xyz, rgb, extras)], config)
+        differ = identical(result["before"][0], result["after"][0])
+        if not np.array_equal(fused.extras["label"], result["after"][0]["kept_label"]):
+            differ.append("fusion.fuse")
+        all_same &= not differ
+        print(f"\n## {name}: {len(xyz)} points, {int(filters.finite_mask(xyz).sum())} finite, "
+              f"{int((labels >= 0).sum())} on the object")
+        print("| path | " + " | ".join(f"{s} ms" for s in STAGES) + " | voxels | after outliers | kept | purity |")
+        print("| --- " * (len(STAGES) + 5) + "|")
+        for path in ("before", "after"):
+            medians = {s: float(np.median([t[s] for t in times[path]])) for s in STAGES}
+            outputs, counts = result[path]
+            kept = outputs["kept_label"]
+            purity = float((kept >= 0).mean()) if len(kept) else 0.0
+            print(f"| {path} | " + " | ".join(f"{medians[s]:.1f}" for s in STAGES)
                   + f" | {counts['voxel']} | {counts['outliers']} | {counts['isolation']} | {purity:.3f} |")
-            rows.append({"category": category, "path": name, "ms": medians, "counts": counts, "purity": purity})
+            rows.append({"scan": name, "path": path, "ms": medians, "counts": counts, "purity": purity})
         ratio = rows[-2]["ms"]["total"] / max(rows[-1]["ms"]["total"], 1e-9)
-        print(f"speed-up (total): {ratio:.1f}x")
+        print(f"speed-up (total): {ratio:.2f}x; isolation: {result['after'][0]['summary']}")
+        print("outputs identical (voxels, outlier mask, isolation mask and summary, fusion.fuse): "
+              + ("yes" if not differ else f"NO, differ: {', '.join(differ)}"))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))
-    return 0
+    return 0 if all_same else 1
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import PointCloud2
-    from partslip_msgs.msg import PartSegmentation
+    from partslip_ros.msg import PartSegmentation
     from partslip_ros.node import OUTPUT_QOS, NodeSpinner
     parts, msg = object_cloud(args.category, args.points)
     name, topic = f"latency_node_{os.getpid()}", f"latency_points_{os.getpid()}"

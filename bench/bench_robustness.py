@@ -131,6 +131,8 @@ def format_tables(rows: list[dict], scans: Sequence[str], conditions: Sequence[s
     for category in categories:
         cells = [f"{_cell(rows, 'miou', category=category, scan=s, condition=c):.3f}" for s in scans for c in conditions]
         lines.append(f"| {category} | " + " | ".join(cells) + " |")
+    if not {"exact", "all"} & set(conditions):
+        return "\n".join(lines)
     lines += ["", "AP50 / best instance IoU per category (exact boxes | all noise), per scan", "",
               "| category | " + " | ".join(scans) + " |", "|---|" + "---|" * len(scans)]
     for category in categories:

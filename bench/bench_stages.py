@@ -3,7 +3,7 @@
 For each cloud size and device: one untimed warm-up pass, then ``--repeat`` timed passes of
 normalize, render, the ground-truth projection detector (a test tool, outside the lifting total),
 superpoints, vote and instances. "lifting total" = render + superpoints + vote + instances (the
-issue's definition). The loop reference (bench/reference_impl.py, CPU only) renders, votes and
+issue's definition). The loop reference (test/reference_impl/, CPU only) renders, votes and
 groups on the same normalized cloud with the SAME superpoints and detections; its lifting total
 adds the CPU time of cut pursuit (the authors' superpoints) on the same cloud, whichever backend ours
 uses (``--superpoints``, default torch: the fast backend; cut_pursuit: the paper-faithful one).
@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/bench_stages.py`
 
 from bench.common import Row, devices_from_arg, environment, format_table, timed, write_json  # noqa: E402
-from bench.reference_impl import Equivalence, ReferenceLift, compare, reference_lift, reference_render  # noqa: E402
+from test.reference_impl import Equivalence, ReferenceLift, compare, reference_lift, reference_render  # noqa: E402
 from partslip_core.config import PipelineConfig  # noqa: E402
 from partslip_core.detect import ProjectedGroundTruthDetector
 from partslip_core.instances import InstanceGroups, group_instances

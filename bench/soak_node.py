@@ -94,7 +94,7 @@ def percentiles(values: Sequence[float]) -> str:
 def make_listener(ros, observed: Observed, node_fqn: str):
     """A driver-side node: /diagnostics of our node and its ~/segmentation results."""
     from diagnostic_msgs.msg import DiagnosticArray
-    from partslip_msgs.msg import PartSegmentation
+    from partslip_ros.msg import PartSegmentation
     from partslip_ros.node import OUTPUT_QOS
     listener = ros.create_node(f"soak_listener_{os.getpid()}")
 

@@ -8,9 +8,9 @@
 
 Arguments: ``namespace`` (the node becomes /<namespace>/partslip_node and its relative input ``points``
 becomes /<namespace>/points), ``use_sim_time``, ``params_file``, ``log_level``
-(debug|info|warn|error|fatal), ``input_topic``, ``parts``, ``use_rviz``. Empty ``input_topic``, ``parts``,
-``use_sim_time`` leave the params file's values. The input is the relative topic ``points`` (parameter
-``input_topic``), so an including launch file can also remap it the launch_ros way:
+(debug|info|warn|error|fatal), ``input_topic``, ``parts``, ``use_rviz``, ``autostart``. Empty ``input_topic``,
+``parts``, ``use_sim_time``, ``autostart`` leave the params file's values. The input is the relative topic
+``points`` (parameter ``input_topic``), so an including launch file can also remap it the launch_ros way:
 ``GroupAction([SetRemap(src="points", dst="/camera/points"), IncludeLaunchDescription(...)])``.
 
 Without launch_ros (pip installs) start the same node with the same YAML:
@@ -22,10 +22,14 @@ Shutdown: Ctrl-C stops the node cleanly (exit 0); the node also exits if launch 
 logs why and starts the node alone. Argument values are checked (partslip_ros.launch_args) before
 anything starts.
 
-Lifecycle: partslip_node is a managed (lifecycle) node that configures and activates itself (parameter
-``autostart``, default true), so this file starts it as a plain launch_ros ``Node`` and needs no lifecycle
-manager. For managed bring-up set ``autostart: false`` in the params file and drive the transitions
-(``ros2 lifecycle set /partslip_node configure`` / ``activate``); see partslip_ros/README.md, "Lifecycle".
+Lifecycle: partslip_node is a managed (lifecycle) node, started with launch_ros's ``LifecycleNode`` action (launch
+logs its state transitions, and an including launch file can send it ``ChangeState`` events). It configures and
+activates itself (node parameter ``autostart``, default true): the same with and without launch (console script)
+and on every distribution (Jazzy's LifecycleNode action has no ``autostart`` of its own; Kilted's is left off, so
+no transition is ever requested twice). ``autostart:=false`` leaves it unconfigured for a lifecycle manager, for
+``ros2 lifecycle set /partslip_node configure`` / ``activate``, or for ChangeState events from an including file:
+``EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_node_name("/partslip_node"),
+transition_id=Transition.TRANSITION_CONFIGURE))``; see partslip_ros/README.md, "Lifecycle".
 """
 
 import os
@@ -34,7 +38,7 @@ from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 
 from partslip_ros.launch_args import (EXIT_WITH_PARENT_ENV, NODE_NAME, log_level_arguments, namespace_argument,
                                       node_overrides, package_available, rviz_remappings, topic_argument)
@@ -48,11 +52,11 @@ def _argument(context, name: str) -> str:
 def _overrides(context):
     """Launch arguments that override the YAML; empty ones leave the file's values alone."""
     return node_overrides(_argument(context, "input_topic"), _argument(context, "parts"),
-                          _argument(context, "use_sim_time"))
+                          _argument(context, "use_sim_time"), _argument(context, "autostart"))
 
 
 def _node(context, *args, **kwargs):
-    return [Node(
+    return [LifecycleNode(
         package="partslip_ros",
         executable="partslip_node",
         name=NODE_NAME,
@@ -102,6 +106,10 @@ def generate_launch_description():
                                           "empty = from params_file."),
         DeclareLaunchArgument("use_rviz", default_value="false",
                               description="Also start RViz with config/partslip.rviz."),
+        DeclareLaunchArgument("autostart", default_value="",
+                              description="true: the node configures and activates itself; false: it waits, "
+                                          "unconfigured, for a lifecycle manager; empty = from params_file "
+                                          "(default true)."),
         OpaqueFunction(function=_node),
         OpaqueFunction(function=_rviz),
     ])

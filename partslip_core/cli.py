@@ -5,6 +5,7 @@
     partslip generate OUT_DIR [--categories chair,mug] [--shapes 4] [--points 10000] [--partial]
     partslip models list|verify|download ...
     partslip finetune DATA_DIR --out models/my_category [--backend grounding_dino] [--init DIR | --scratch small]
+    partslip config [--config FILE] [--describe]
 
 Errors in the input (missing file, empty cloud, NaNs, no parts, bad config) print one clear line and
 exit with status 2; a failing detector exits with status 3.
@@ -22,8 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from partslip_core.config import ConfigError, PipelineConfig, load_config
-from partslip_core.detect import DetectorError, GroundTruthNoise, ProjectedGroundTruthDetector
+from partslip_core.config import UP_AXES, ConfigError, PipelineConfig, load_config
+from partslip_core.detect import DetectorError, GroundTruthNoise, backend_info, build_detector
 from partslip_core.types import InputError, PartSegmentationResult, PointCloud
 
 log = logging.getLogger("partslip")
@@ -53,17 +54,18 @@ def build_config(args: argparse.Namespace) -> PipelineConfig:
     return load_config(args.config, overrides)
 
 
-def make_detector(config: PipelineConfig, extras: dict[str, np.ndarray], noise: GroundTruthNoise | None, seed: int):
-    """None = let segment() build the configured backend; ground_truth needs label/instance properties."""
-    if config.detector.backend != "ground_truth":
-        return None
-    missing = [name for name in ("label", "instance") if name not in extras]
-    if missing:
-        raise InputError(f"--detector ground_truth needs per-point ground truth: the PLY lacks vertex "
-                         f"propert{'ies' if len(missing) > 1 else 'y'} {', '.join(missing)}")
-    log.warning("detector 'ground_truth' projects the KNOWN labels of this cloud into the views: "
-                "this is a demo/evaluation of the 3D lifting stages, not open-vocabulary detection")
-    return ProjectedGroundTruthDetector(extras["label"], extras["instance"], noise=noise, seed=seed)
+def make_detector(config: PipelineConfig, cloud: PointCloud, extras: dict, noise: GroundTruthNoise | None, seed: int):
+    """Set the PLY properties the backend reads (``BackendInfo.point_fields``) as ``cloud.fields``, log its warning;
+    the detector built with the options it takes (ground_truth: box noise, seed), else None (segment() builds it)."""
+    info = backend_info(config.detector.backend)
+    if info.missing_fields(extras):
+        raise InputError(f"--detector {info.name} needs per-point fields: the PLY lacks vertex properties "
+                         f"{info.missing_fields(extras)}")
+    cloud.fields = {name: extras[name] for name in info.field_names if name in extras}
+    if info.warning:
+        log.warning(info.warning)
+    options = {k: v for k, v in {"noise": noise, "seed": seed}.items() if k in info.options}
+    return build_detector(config.detector, config.device, **options) if options else None
 
 
 def write_outputs(out_dir: Path, cloud: PointCloud, result: PartSegmentationResult, up_axis: str) -> list[Path]:
@@ -100,8 +102,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
         cloud = PointCloud(cloud.xyz[finite], None if cloud.rgb is None else cloud.rgb[finite],
                            None if cloud.normals is None else cloud.normals[finite])
         extras = {k: v[finite] for k, v in extras.items()}
+    cloud.intensity = extras.get("intensity")  # a lidar XYZI property: shades a cloud without rgb (render section)
     noise = GroundTruthNoise(jitter=args.jitter) if args.jitter else None
-    detector = make_detector(config, extras, noise, config.seed)
+    detector = make_detector(config, cloud, extras, noise, config.seed)
     print(f"segmenting {cloud.num_points} points into [{', '.join(parts)}] with detector "
           f"'{config.detector.backend}' on {config.device}", file=sys.stderr)
     result = segment(cloud, parts, config, detector, keep_views=args.debug,
@@ -134,7 +137,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in split_parts(args.seeds)] if args.seeds else [config.seed]
     except ValueError as error:
         raise InputError(f"box noise: {error}") from error
-    if noise.active and config.detector.backend != "ground_truth":
+    if noise.active and "noise" not in backend_info(config.detector.backend).options:
         raise InputError("--box-noise/--jitter/--drop/--false-positives perturb the ground_truth detector's boxes: "
                          "pass --detector ground_truth")
     categories = split_parts(args.categories) if args.categories else None
@@ -200,6 +203,39 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """The resolved config as YAML (validated), or with --describe every field: type, default, range, unit, doc."""
+    import yaml
+
+    from partslip_core.schema_listing import describe
+    config = load_config(args.config)
+    if args.describe:
+        print(describe(config))
+        print("\n# The node's parameters (these as pipeline.*, plus fusion.* and its own): "
+              "python -m partslip_ros.params")
+        return 0
+    as_lists = lambda v: [as_lists(i) for i in v] if isinstance(v, (list, tuple)) else (  # noqa: E731
+        {k: as_lists(i) for k, i in v.items()} if isinstance(v, dict) else v)
+    print(yaml.safe_dump(as_lists(config.to_dict()), sort_keys=False, default_flow_style=None), end="")
+    return 0
+
+
+def field_help(name: str, text: str = "") -> str:
+    """CLI help of an option that sets the pipeline field ``name``: its schema doc (or ``text``), constraints and
+    default, so the CLI, the YAML docs and the ROS descriptors say the same."""
+    from partslip_core.schema_listing import format_value
+    info = field_info(name)
+    facts = [f for f in (info.spec.constraint_text(), info.spec.unit and f"unit {info.spec.unit}") if f]
+    facts.append(f"default {format_value(info.default)}")
+    return f"{text or info.spec.doc} ({'; '.join(facts)}; config: {name})".replace("%", "%%")
+
+
+def field_info(name: str):
+    """The schema field ``name`` of PipelineConfig (``partslip_core.schema.FieldInfo``)."""
+    from partslip_core.schema import walk
+    return next(i for i in walk(PipelineConfig) if i.name == name)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from partslip_core.models import models_main
 
@@ -208,15 +244,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="pipeline YAML (default: the reference preset)")
-    parser.add_argument("--detector", help="glip | grounding_dino | owlv2 | ground_truth (demo/eval only)")
-    parser.add_argument("--weights", help="detector weights: local path or hub id")
-    parser.add_argument("--threshold", type=float, help="detector score threshold")
-    parser.add_argument("--device", help="cpu | cuda | cuda:N | auto")
-    parser.add_argument("--image-size", type=int, help="render size in pixels (reference: 800)")
-    parser.add_argument("--up-axis", choices=UP_AXES, help="the input's up axis (default z, ROS convention; PartNet: y; "
-                        "an optical-frame camera: -y)")
-    parser.add_argument("--masks", choices=("none", "sam"), help="refine each box into a SAM mask (default: none)")
-    parser.add_argument("--mask-weights", help="SAM weights: sam_vit_base | sam_vit_huge | a folder | a hub id")
+    parser.add_argument("--detector", help=field_help("detector.backend"))
+    parser.add_argument("--weights", help=field_help("detector.weights", "detector weights: local path or hub id"))
+    parser.add_argument("--threshold", type=float, help=field_help("detector.score_threshold"))
+    parser.add_argument("--device", help=field_help("device"))
+    parser.add_argument("--image-size", type=int, help=field_help("render.image_size"))
+    parser.add_argument("--up-axis", choices=UP_AXES, help=field_help("normalize.up_axis"))
+    parser.add_argument("--masks", choices=field_info("masks.backend").spec.choices, help=field_help("masks.backend"))
+    parser.add_argument("--mask-weights", help=field_help("masks.weights"))
     parser.add_argument("--jitter", type=float, default=None,
                         help="ground_truth detector: each box edge moves by U(-j, j) x box size")
 
@@ -277,16 +312,19 @@ def build_parser() -> argparse.ArgumentParser:
     fin.add_argument("--partial-variants", type=int, default=1, help="partial-scan renders per shape")
     fin.add_argument("--quiet", action="store_true")
     fin.add_argument("--config", help="pipeline YAML (renderer, thresholds) used for training and evaluation")
-    fin.add_argument("--threshold", type=float, help="detector score threshold for the evaluation")
-    fin.add_argument("--device", help="cpu | cuda | cuda:N | auto")
-    fin.add_argument("--image-size", type=int, help="render size in pixels (reference: 800)")
-    fin.add_argument("--up-axis", help="the shapes' up axis (default z; PartNet: y)")
+    fin.add_argument("--threshold", type=float, help=field_help("detector.score_threshold",
+                                                                "detector score threshold for the evaluation"))
+    fin.add_argument("--device", help=field_help("device"))
+    fin.add_argument("--image-size", type=int, help=field_help("render.image_size"))
+    fin.add_argument("--up-axis", choices=UP_AXES,
+                     help=field_help("normalize.up_axis", "the shapes' up axis (PartNet: y)"))
+    conf = sub.add_parser("config", help="print the resolved pipeline config, or describe every field (--describe)")
+    conf.add_argument("--config", help="pipeline YAML (default: the reference preset); validated")
+    conf.add_argument("--describe", action="store_true",
+                      help="list every field: name, type, default, range/choices, unit and doc")
     mod = sub.add_parser("models", help="list, verify or download detector weights")
     mod.add_argument("models_args", nargs=argparse.REMAINDER)
     return parser
-
-
-UP_AXES = ("x", "y", "z", "-x", "-y", "-z")
 
 
 def attach_negative_axes(argv: Sequence[str]) -> list[str]:
@@ -344,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(attach_negative_axes(sys.argv[1:] if argv is None else argv))
     setup_logging(args.verbose)
     handlers = {"segment": cmd_segment, "eval": cmd_eval, "generate": cmd_generate, "models": cmd_models,
-                "finetune": cmd_finetune}
+                "finetune": cmd_finetune, "config": cmd_config}
     started = time.perf_counter()
     try:
         status = handlers[args.command](args)

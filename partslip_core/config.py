@@ -2,18 +2,26 @@
 
 The defaults are the paper-faithful preset described in ``shared/docs/partslip.md`` (and written out
 in ``config/partslip_reference.yaml``); every field can be overridden from YAML, the CLI or ROS
-parameters. Validation happens in ``__post_init__`` so a bad value fails where it is set, with the
-field's name in the message.
+parameters. Every field is declared with ``schema.param`` (doc, range, choices, unit): that one
+declaration drives validation (in ``__post_init__``, so a bad value fails where it is set, with the
+field's name in the message), ``partslip config --describe`` and the node's ROS parameter descriptors.
+Only relational rules are written out here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import yaml
+
+from partslip_core.schema import ConfigError, check, param
+
+__all__ = ["ConfigError", "PipelineConfig", "NormalizeConfig", "RenderConfig", "DetectorConfig", "SuperpointConfig",
+           "VoteConfig", "InstanceConfig", "MaskConfig", "config_from_dict", "load_config", "REFERENCE_VIEWS",
+           "SMALL_PART_NAMES", "UP_AXES"]
 
 REFERENCE_VIEWS: tuple[tuple[float, float], ...] = (
     (10.0, 0.0), (10.0, 90.0), (10.0, 180.0), (10.0, 270.0),
@@ -23,10 +31,7 @@ REFERENCE_VIEWS: tuple[tuple[float, float], ...] = (
 SMALL_PART_NAMES: tuple[str, ...] = (
     "handle", "button", "wheel", "knob", "switch", "bulb", "shaft", "touchpad", "camera", "screw",
 )
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or out of range."""
+UP_AXES = ("x", "y", "z", "-x", "-y", "-z")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -42,189 +47,193 @@ class NormalizeConfig:
     (and PartNet shapes) are Y-up; the cloud is rotated so that this axis becomes +Y.
     """
 
-    up_axis: str = "z"
-    max_points: int = 300_000  # larger inputs are rejected, not silently truncated
+    schema_prefix: ClassVar[str] = "normalize."
+    up_axis: str = param("z", choices=UP_AXES, doc="The INPUT's up axis (ROS REP 103: z; PartNet: y; an optical-"
+                                                    "frame camera: -y); the renderer works Y-up.")
+    max_points: int = param(300_000, ge=1, doc="Larger inputs are rejected with a reason, not silently truncated "
+                                               "(downsample first).")
 
     def __post_init__(self) -> None:
-        _require(self.up_axis in ("x", "y", "z", "-x", "-y", "-z"),
-                 f"normalize.up_axis must be one of x, y, z, -x, -y, -z; got {self.up_axis!r}")
-        _require(self.max_points > 0, f"normalize.max_points must be > 0; got {self.max_points}")
+        check(self)
 
 
 @dataclass
 class RenderConfig:
     """Point rasterization of K views (reference: pytorch3d PointsRasterizer, FoV perspective)."""
 
-    backend: str = "auto"  # auto | torch | pytorch3d
-    views: list[tuple[float, float]] = field(default_factory=lambda: [tuple(v) for v in REFERENCE_VIEWS])
-    image_size: int = 800
-    point_radius: float = 0.005  # in NDC units, as pytorch3d's PointsRasterizationSettings.radius
-    camera_distance: float = 2.2
-    fov_degrees: float = 60.0
-    znear: float = 0.01
-    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    # clouds without rgb: shaded = grey by the angle to the camera (headlight Lambert on estimated
-    # normals) and depth, so a detector sees shape; flat = constant mid grey (what the reference would draw)
-    uncoloured: str = "shaded"  # shaded | flat
+    schema_prefix: ClassVar[str] = "render."
+    backend: str = param("auto", choices=("auto", "torch", "pytorch3d"),
+                         doc="auto: the torch splatter on CPU, pytorch3d on CUDA when importable.")
+    views: list[tuple[float, float]] = param([tuple(v) for v in REFERENCE_VIEWS], min_length=1, unit="deg",
+                                             doc="Camera views as [elevation, azimuth] pairs (ROS: one flat list e0, a0, "
+                                                 "e1, a1, ...); elevation in (-90, 90), azimuth in [-360, 360] (the 10 "
+                                                 "reference views by default).")
+    image_size: int = param(800, ge=16, le=4096, unit="px", doc="Square render size (the reference renders 800 px; "
+                                                                "400 is about 4x faster on CPU).")
+    point_radius: float = param(0.005, gt=0.0, lt=0.5, unit="NDC",
+                                doc="Splat radius, as pytorch3d's PointsRasterizationSettings.radius.")
+    camera_distance: float = param(2.2, gt=1.0, unit="normalized",
+                                   doc="Camera distance from the centre; must exceed 1 (the normalized radius).")
+    fov_degrees: float = param(60.0, ge=1.0, lt=179.0, unit="deg", doc="Vertical field of view.")
+    znear: float = param(0.01, gt=0.0, unit="normalized", doc="Near clipping plane distance.")
+    background: tuple[float, float, float] = param((1.0, 1.0, 1.0), ge=0.0, le=1.0,
+                                                   doc="Background colour, rgb in [0, 1].")
+    uncoloured: str = param("shaded", choices=("shaded", "flat"),
+                            doc="Clouds without rgb: shaded = grey by the angle to the camera (headlight Lambert on "
+                                "estimated normals) and depth, so a detector sees shape; flat = constant mid grey "
+                                "(what the reference would draw).")
+    intensity_albedo: float = param(0.5, ge=0.0, le=1.0, unit="fraction",
+                                    doc="Shaded clouds that carry per-point intensity (lidar XYZI): the grey is "
+                                        "multiplied by the albedo 1 - w + w * i, i = the intensity scaled to [0, 1] "
+                                        "between its 2nd and 98th percentile in the cloud; 0 ignores intensity.")
 
     def __post_init__(self) -> None:
-        _require(self.uncoloured in ("shaded", "flat"),
-                 f"render.uncoloured must be shaded or flat; got {self.uncoloured!r}")
-        _require(self.backend in ("auto", "torch", "pytorch3d"),
-                 f"render.backend must be auto, torch or pytorch3d; got {self.backend!r}")
-        _require(len(self.views) > 0, "render.views must list at least one (elevation, azimuth) pair")
-        views = []
-        for view in self.views:
-            _require(len(view) == 2, f"render.views entries must be [elevation, azimuth]; got {view!r}")
-            views.append((float(view[0]), float(view[1])))
-        self.views = views
-        _require(16 <= self.image_size <= 4096, f"render.image_size must be in [16, 4096]; got {self.image_size}")
-        _require(0.0 < self.point_radius < 0.5, f"render.point_radius must be in (0, 0.5); got {self.point_radius}")
-        _require(self.camera_distance > 1.0,
-                 f"render.camera_distance must exceed 1 (the normalized radius); got {self.camera_distance}")
-        _require(1.0 <= self.fov_degrees < 179.0, f"render.fov_degrees must be in [1, 179); got {self.fov_degrees}")
-        _require(len(self.background) == 3 and all(0.0 <= c <= 1.0 for c in self.background),
-                 f"render.background must be three values in [0, 1]; got {self.background!r}")
-        self.background = tuple(float(c) for c in self.background)
+        check(self)
+        bad = [v for v in self.views if not (-90.0 < v[0] < 90.0 and -360.0 <= v[1] <= 360.0)]
+        _require(not bad, f"render.views: elevation must be in (-90, 90) and azimuth in [-360, 360] degrees; "
+                          f"got {[list(v) for v in bad[:3]]}")
 
 
 @dataclass
 class DetectorConfig:
     """Which 2D grounding detector runs on the rendered views, and its thresholds."""
 
-    backend: str = "glip"  # glip | grounding_dino | owlv2 | ground_truth (tests/eval only)
-    weights: str = ""  # local path (file or directory) or hub id; empty = the backend's default id
-    config_file: str = ""  # GLIP only: the maskrcnn_benchmark YAML config
-    score_threshold: float = 0.5
-    nms_iou: float = 0.6
-    max_detections_per_view: int = 100
-    batch_size: int = 10  # views per forward pass
-    half_precision: bool = True  # fp16 on CUDA only; ignored on CPU
-    query_template: str = "a photo of a {part}"  # OWLv2: one text query per part
+    schema_prefix: ClassVar[str] = "detector."
+    backend: str = param("glip", pattern=r".+", pattern_doc="a non-empty backend name",
+                         doc="The 2D detector backend: glip | grounding_dino | owlv2 (ground_truth: tests/eval/demo "
+                             "only, reads the cloud's gt_label/gt_instance point fields); plugins add more.")
+    weights: str = param("", doc="Local path (file or directory) or hub id; empty = the backend's default id.")
+    config_file: str = param("", doc="GLIP only: the maskrcnn_benchmark YAML config.")
+    score_threshold: float = param(0.5, ge=0.0, le=1.0, doc="Boxes scoring below this are dropped.")
+    nms_iou: float = param(0.6, gt=0.0, le=1.0, doc="IoU above which overlapping boxes of one part are suppressed.")
+    max_detections_per_view: int = param(100, ge=1, doc="Most boxes kept per view (highest scores first).")
+    batch_size: int = param(10, ge=1, doc="Views per detector forward pass.")
+    half_precision: bool = param(True, doc="fp16 on CUDA only; ignored on CPU.")
+    query_template: str = param("a photo of a {part}", pattern=r".*\{part\}.*",
+                                pattern_doc="a text containing '{part}'", doc="OWLv2: the text query of each part.")
 
     def __post_init__(self) -> None:
-        _require(bool(self.backend), "detector.backend must be set")
-        _require(0.0 <= self.score_threshold <= 1.0,
-                 f"detector.score_threshold must be in [0, 1]; got {self.score_threshold}")
-        _require(0.0 < self.nms_iou <= 1.0, f"detector.nms_iou must be in (0, 1]; got {self.nms_iou}")
-        _require(self.max_detections_per_view > 0,
-                 f"detector.max_detections_per_view must be > 0; got {self.max_detections_per_view}")
-        _require(self.batch_size > 0, f"detector.batch_size must be > 0; got {self.batch_size}")
-        _require("{part}" in self.query_template,
-                 f"detector.query_template must contain '{{part}}'; got {self.query_template!r}")
+        check(self)
 
 
 @dataclass
 class SuperpointConfig:
     """Over-segmentation into superpoints (reference: L0 cut pursuit on a kNN graph)."""
 
-    # auto: cut_pursuit (the paper's, C++, CPU) when importable and the run is on CPU, else torch
-    # (greedy L0 merge, same code on CPU and CUDA); graph: the older numpy fallback. docs/superpoints.md
-    backend: str = "auto"  # auto | cut_pursuit | torch | graph
-    knn: int = 10
-    regularization: float = 0.05
-    normal_radius: float = 0.1  # in normalized units (object radius 1)
-    normal_max_nn: int = 30
-    rgb_weight: float = 0.3
-    min_size: int = 10  # components of <= min_size points merge into a neighbour
-    graph_feature_threshold: float = 0.25  # graph backend: max feature distance of a kept edge
-    max_extent: float = 0.0  # > 0: split every superpoint by a voxel grid of this size (normalized units)
-    graph_max_extent: float = 0.2  # graph backend: voxel size (normalized units) capping a superpoint's spread
+    schema_prefix: ClassVar[str] = "superpoints."
+    backend: str = param("auto", choices=("auto", "cut_pursuit", "torch", "graph"),
+                         doc="auto: cut_pursuit (the paper's, C++, CPU) when importable and the run is on CPU, else "
+                             "torch (greedy L0 merge, same code on CPU and CUDA); graph: the older numpy fallback "
+                             "(docs/superpoints.md).")
+    knn: int = param(10, ge=1, le=64, doc="Neighbours of each point in the superpoint graph.")
+    regularization: float = param(0.05, gt=0.0, doc="L0 cut-pursuit regularization strength (larger = fewer, "
+                                                   "larger superpoints).")
+    normal_radius: float = param(0.1, gt=0.0, unit="normalized", doc="Radius of the normal estimation "
+                                                                     "neighbourhood (object radius 1).")
+    normal_max_nn: int = param(30, ge=3, doc="Most neighbours used per normal estimate.")
+    rgb_weight: float = param(0.3, ge=0.0, doc="Weight of colour against normals in the superpoint features.")
+    min_size: int = param(10, ge=0, doc="Components of <= min_size points merge into a neighbour.")
+    graph_feature_threshold: float = param(0.25, gt=0.0, doc="graph backend: max feature distance of a kept edge.")
+    max_extent: float = param(0.0, ge=0.0, unit="normalized", doc="> 0: split every superpoint by a voxel grid of "
+                                                                  "this size; 0 = off (reference).")
+    graph_max_extent: float = param(0.2, gt=0.0, unit="normalized",
+                                    doc="graph backend: voxel size capping a superpoint's spread.")
 
     def __post_init__(self) -> None:
-        _require(self.backend in ("auto", "cut_pursuit", "torch", "graph"),
-                 f"superpoints.backend must be auto, cut_pursuit, torch or graph; got {self.backend!r}")
-        _require(1 <= self.knn <= 64, f"superpoints.knn must be in [1, 64]; got {self.knn}")
-        _require(self.regularization > 0, f"superpoints.regularization must be > 0; got {self.regularization}")
-        _require(self.normal_radius > 0, f"superpoints.normal_radius must be > 0; got {self.normal_radius}")
-        _require(self.normal_max_nn >= 3, f"superpoints.normal_max_nn must be >= 3; got {self.normal_max_nn}")
-        _require(self.rgb_weight >= 0, f"superpoints.rgb_weight must be >= 0; got {self.rgb_weight}")
-        _require(self.min_size >= 0, f"superpoints.min_size must be >= 0; got {self.min_size}")
-        _require(self.graph_feature_threshold > 0,
-                 f"superpoints.graph_feature_threshold must be > 0; got {self.graph_feature_threshold}")
-        _require(self.max_extent >= 0, f"superpoints.max_extent must be >= 0; got {self.max_extent}")
-        _require(self.graph_max_extent > 0, f"superpoints.graph_max_extent must be > 0; got {self.graph_max_extent}")
+        check(self)
 
 
 @dataclass
 class VoteConfig:
-    """Box-to-superpoint semantic voting."""
+    """Box-to-superpoint semantic voting. The robustness options (docs/quality.md) default to the reference."""
 
-    score_threshold: float = 0.5
-    whole_object_fraction: float = 0.98  # boxes covering this share of a view's points are dropped
-    small_part_names: list[str] = field(default_factory=lambda: list(SMALL_PART_NAMES))
-    # ties: a small part wins only ties for the best score (shared/docs/partslip.md);
-    # priority: any small part passing the threshold wins (the authors' bbox2seg.py does this)
-    small_part_rule: str = "ties"
-    # Robustness to real detectors (partslip_core/vote.py, docs/quality.md); defaults = reference behaviour.
-    # fraction: drop every box covering >= whole_object_fraction (reference); explained: only when the
-    # view's other boxes already cover whole_object_explained of its points (keeps a dominant part's box)
-    whole_object_rule: str = "fraction"
-    whole_object_explained: float = 0.8
-    uncovered_weight: float = 1.0  # weight of visible points in no box of the view (1 = reference, 0 = abstain)
-    score_weighting: bool = False  # a box votes with its detector score instead of 1
-    reestimate_iterations: int = 0  # EM-style passes dropping boxes that disagree with the other views' vote
-    min_box_agreement: float = 0.0  # share of a box's labeled points that must carry its label to keep it
-    prefer_smaller_boxes: bool = False  # ties go to the part with the smaller (more specific) boxes
-    refine_points: bool = False  # points may overrule their superpoint's label with their own vote
-    part_view_normalization: bool = False  # a part's score counts only the views where it has a box
-    min_part_views: int = 3  # ... if it has boxes in at least this many views (else all views count)
+    schema_prefix: ClassVar[str] = "vote."
+    score_threshold: float = param(0.5, ge=0.0, le=1.0, doc="A superpoint takes its best part's label when that "
+                                                             "part's score reaches this; else it stays unlabeled.")
+    whole_object_fraction: float = param(0.98, gt=0.0, le=1.0, doc="Boxes covering this share of a view's visible "
+                                                                    "points are whole-object boxes (dropped).")
+    small_part_names: list[str] = param(list(SMALL_PART_NAMES), doc="Parts treated as small by small_part_rule.")
+    small_part_rule: str = param("ties", choices=("ties", "priority"),
+                                 doc="ties: a small part wins only ties for the best score (shared/docs/partslip.md); "
+                                     "priority: any small part passing the threshold wins (the authors' bbox2seg.py).")
+    whole_object_rule: str = param("fraction", choices=("fraction", "explained"),
+                                   doc="fraction: drop every box covering >= whole_object_fraction (reference); "
+                                       "explained: only when the view's other boxes already cover "
+                                       "whole_object_explained of its points (keeps a dominant part's box).")
+    whole_object_explained: float = param(0.8, ge=0.0, le=1.0, doc="whole_object_rule explained: the share other "
+                                                                    "boxes must cover.")
+    uncovered_weight: float = param(1.0, ge=0.0, le=1.0, doc="Weight of visible points in no box of the view "
+                                                              "(1 = reference, 0 = they abstain).")
+    score_weighting: bool = param(False, doc="A box votes with its detector score instead of 1.")
+    reestimate_iterations: int = param(0, ge=0, le=10, doc="EM-style passes dropping boxes that disagree with the "
+                                                           "other views' vote.")
+    min_box_agreement: float = param(0.0, ge=0.0, le=1.0, doc="Re-estimation: share of a box's labeled points that "
+                                                               "must carry its label to keep it.")
+    prefer_smaller_boxes: bool = param(False, doc="Ties go to the part with the smaller (more specific) boxes.")
+    refine_points: bool = param(False, doc="Points may overrule their superpoint's label with their own vote.")
+    refine_conflict_score: float = param(0.0, ge=0.0, le=1.0, doc="refine_points: a point whose own score for its "
+                                                                  "superpoint's label is below this may take any part "
+                                                                  "(two coplanar fronts in one superpoint); 0 = off.")
+    part_view_normalization: bool = param(False, doc="A part's score counts only the views where it has a box ...")
+    min_part_views: int = param(3, ge=1, doc="... if it has boxes in at least this many views (else all views count).")
+    specific_part_margin: float = param(0.0, ge=0.0, le=1.0, doc="prefer_smaller_boxes: a part whose boxes are at "
+                                                               "most half the best part's size wins when its score is "
+                                                               "within this of the best (a bulb inside a shade). 0 = ties only.")
+    specific_margin_per_miss: float = param(0.0, ge=0.0, le=2.0, doc="prefer_smaller_boxes: the margin above, per "
+                                            "part, is at least this x the detector's estimated miss rate of that part "
+                                            "(0 for a part boxed in every view, partslip_core/vote_cleanup.py). 0 = off.")
+    specific_margin_max: float = param(0.15, ge=0.0, le=1.0, doc="specific_margin_per_miss: the largest margin (a "
+                                       "part hidden in most views of a partial scan has a high estimated miss rate).")
+    specific_margin_looseness: float = param(0.025, ge=0.0, le=1.0, doc="specific_margin_per_miss applies only when "
+                                             "the boxes fit the points voted for them more loosely than this (median "
+                                             "edge gap / box size; a jittery detector).")
+    min_part_points: int = param(0, ge=0, doc="A part left on fewer points than this in the whole cloud (a false "
+                                              "positive's sliver) is dropped: its points become unlabeled. 0 = off.")
+    min_part_agreement: float = param(0.0, ge=0.0, le=1.0, doc="A part none of whose boxes has at least this share "
+                                                              "of its labeled points labeled as the part (false "
+                                                              "positives only) is dropped. 0 = off.")
+    adaptive_uncovered: bool = param(False, doc="Each part's uncovered-point weight follows how often the detector "
+                                                "missed that part (box counts across views): 1 when never, down "
+                                                "to uncovered_weight (partslip_core/detector_recall.py).")
+    background_hit_rate: float = param(0.01, gt=0.0, lt=0.5, doc="adaptive_uncovered: how often a point of no "
+                                                                 "part falls inside a box of a given part.")
 
     def __post_init__(self) -> None:
-        _require(0.0 <= self.score_threshold <= 1.0,
-                 f"vote.score_threshold must be in [0, 1]; got {self.score_threshold}")
-        _require(self.whole_object_rule in ("fraction", "explained"),
-                 f"vote.whole_object_rule must be fraction or explained; got {self.whole_object_rule!r}")
-        _require(0.0 <= self.whole_object_explained <= 1.0,
-                 f"vote.whole_object_explained must be in [0, 1]; got {self.whole_object_explained}")
-        _require(0.0 <= self.uncovered_weight <= 1.0,
-                 f"vote.uncovered_weight must be in [0, 1]; got {self.uncovered_weight}")
-        _require(0 <= self.reestimate_iterations <= 10,
-                 f"vote.reestimate_iterations must be in [0, 10]; got {self.reestimate_iterations}")
-        _require(self.min_part_views >= 1, f"vote.min_part_views must be >= 1; got {self.min_part_views}")
-        _require(0.0 <= self.min_box_agreement <= 1.0,
-                 f"vote.min_box_agreement must be in [0, 1]; got {self.min_box_agreement}")
-        _require(0.0 < self.whole_object_fraction <= 1.0,
-                 f"vote.whole_object_fraction must be in (0, 1]; got {self.whole_object_fraction}")
-        self.small_part_names = [str(n) for n in self.small_part_names]
-        _require(self.small_part_rule in ("ties", "priority"),
-                 f"vote.small_part_rule must be ties or priority; got {self.small_part_rule!r}")
+        check(self)
 
 
 @dataclass
 class InstanceConfig:
     """Grouping of labeled superpoints into part instances."""
 
-    enabled: bool = True
-    adjacency_distance: float = 0.02  # normalized units; gap between axis-aligned bounds
-    box_profile_distance: float = 0.2  # normalized L1 distance of per-box "fraction inside" vectors
-    max_size_ratio: float = 100.0
-    min_box_iou: float = 0.5  # an instance must match a box of its part with IoU above this in some view
-    split_extent: float = 0.0  # > 0: group grid-split superpoints (normalized units); 0 = reference
-    # active_boxes (ours, default): mean |difference| over boxes holding points of either, 0 (merge on
-    # adjacency) when no view sees both; fraction_sum (the authors): divide by the larger fraction sum, 1
-    # (never merge) when no view sees both. A documented deviation (bench/reference_impl.py AUTHORS_DIFFERENCES).
-    box_profile_normalization: str = "active_boxes"
-    # drop (reference): a merged group matching no box is discarded; split: fall back to the groups it was
-    # merged from (merges backed by box evidence only), then to one group per box it overlaps
-    unconfirmed: str = "drop"
-    slab_distance: float = 0.0  # > 0: also join same-part instances within this gap when one box matches their union
-    regroup_distance: float = 0.0  # > 0: join unconfirmed same-part fragments within this gap that the boxes see alike
+    schema_prefix: ClassVar[str] = "instances."
+    enabled: bool = param(True, doc="Group labeled superpoints into part instances.")
+    adjacency_distance: float = param(0.02, ge=0.0, unit="normalized",
+                                      doc="Superpoints whose axis-aligned bounds are within this gap are adjacent.")
+    box_profile_distance: float = param(0.2, gt=0.0, doc="Adjacent superpoints merge when the normalized L1 distance "
+                                                         "of their per-box 'fraction inside' vectors is below this.")
+    max_size_ratio: float = param(100.0, ge=1.0, doc="Superpoints whose sizes differ by more than this never merge.")
+    min_box_iou: float = param(0.5, ge=0.0, lt=1.0, doc="An instance must match a box of its part with IoU above this "
+                                                        "in some view.")
+    split_extent: float = param(0.0, ge=0.0, unit="normalized",
+                                doc="> 0: group grid-split superpoints; 0 = reference.")
+    box_profile_normalization: str = param(
+        "active_boxes", choices=("active_boxes", "fraction_sum"),
+        doc="active_boxes (ours): mean |difference| over boxes holding points of either, 0 (merge on adjacency) "
+            "when no view sees both; fraction_sum (the authors): divide by the larger fraction sum, 1 (never merge) "
+            "when no view sees both. A documented deviation (test/reference_impl/differences.py AUTHORS_DIFFERENCES).")
+    unconfirmed: str = param("drop", choices=("drop", "split"),
+                             doc="drop (reference): a merged group matching no box is discarded; split: fall back to "
+                                 "the groups it was merged from (merges backed by box evidence only), then to one "
+                                 "group per box it overlaps.")
+    slab_distance: float = param(0.0, ge=0.0, unit="normalized", doc="> 0: also join same-part instances within this "
+                                                                     "gap when one box matches their union.")
+    regroup_distance: float = param(0.0, ge=0.0, unit="normalized",
+                                    doc="> 0: join unconfirmed same-part fragments within this gap that the boxes "
+                                        "see alike.")
 
     def __post_init__(self) -> None:
-        _require(self.box_profile_normalization in ("active_boxes", "fraction_sum"),
-                 f"instances.box_profile_normalization must be active_boxes or fraction_sum; "
-                 f"got {self.box_profile_normalization!r}")
-        _require(self.unconfirmed in ("drop", "split"),
-                 f"instances.unconfirmed must be drop or split; got {self.unconfirmed!r}")
-        _require(self.slab_distance >= 0, f"instances.slab_distance must be >= 0; got {self.slab_distance}")
-        _require(self.regroup_distance >= 0, f"instances.regroup_distance must be >= 0; got {self.regroup_distance}")
-        _require(self.adjacency_distance >= 0, f"instances.adjacency_distance must be >= 0; got {self.adjacency_distance}")
-        _require(self.box_profile_distance > 0,
-                 f"instances.box_profile_distance must be > 0; got {self.box_profile_distance}")
-        _require(self.max_size_ratio >= 1, f"instances.max_size_ratio must be >= 1; got {self.max_size_ratio}")
-        _require(0.0 <= self.min_box_iou < 1.0, f"instances.min_box_iou must be in [0, 1); got {self.min_box_iou}")
-        _require(self.split_extent >= 0, f"instances.split_extent must be >= 0; got {self.split_extent}")
+        check(self)
 
 
 @dataclass
@@ -232,75 +241,70 @@ class MaskConfig:
     """Optional mask refinement of the detector's boxes (PartSLIP++): each box prompts SAM in its view and
     voting uses the mask instead of the rectangle. ``none`` keeps box voting (the reference)."""
 
-    backend: str = "none"  # none | sam
-    weights: str = ""  # known model name (sam_vit_base ...), save_pretrained folder or hub id; "" = sam_vit_base
-    allow_download: bool = False  # hub ids: False = local HuggingFace cache only (fail fast offline)
-    batch_size: int = 10  # views per image-encoder pass
-    max_prompts: int = 256  # boxes (summed over views) per mask-decoder pass; bounds memory
-    half_precision: bool = True  # fp16 autocast on CUDA only; ignored on CPU
-    multimask_output: bool = False  # True: 3 candidate masks per box, the best predicted IoU wins
-    mask_threshold: float = 0.0  # on SAM's mask logits (SamProcessor's default)
-    clip_to_box: bool = True  # a mask never reaches beyond its box grown by clip_margin (bounds SAM's leaks)
-    clip_margin: float = 0.1  # of the box's width/height, each side: a box edge cut 10% short loses nothing
-    min_mask_score: float = 0.0  # masks scoring lower (SAM's predicted IoU), or empty, fall back to the box
+    schema_prefix: ClassVar[str] = "masks."
+    backend: str = param("none", choices=("none", "sam"), doc="none: box voting (reference); sam: a SAM mask per box.")
+    weights: str = param("", doc="Known model name (sam_vit_base ...), save_pretrained folder or hub id; "
+                                 "'' = sam_vit_base.")
+    allow_download: bool = param(False, doc="Hub ids: false = local HuggingFace cache only (fail fast offline).")
+    batch_size: int = param(10, ge=1, doc="Views per image-encoder pass.")
+    max_prompts: int = param(256, ge=1, doc="Boxes (summed over views) per mask-decoder pass; bounds memory.")
+    half_precision: bool = param(True, doc="fp16 autocast on CUDA only; ignored on CPU.")
+    multimask_output: bool = param(False, doc="true: 3 candidate masks per box, the best predicted IoU wins.")
+    mask_threshold: float = param(0.0, doc="Threshold on SAM's mask logits (SamProcessor's default).")
+    clip_to_box: bool = param(True, doc="A mask never reaches beyond its box grown by clip_margin (bounds SAM's "
+                                        "leaks).")
+    clip_margin: float = param(0.1, ge=0.0, le=1.0, doc="Growth of the box, as a share of its width/height on each "
+                                                         "side: a box edge cut 10% short loses nothing.")
+    min_mask_score: float = param(0.0, ge=0.0, le=1.0, doc="Masks scoring lower (SAM's predicted IoU), or empty, "
+                                                            "fall back to the box.")
 
     def __post_init__(self) -> None:
-        _require(self.backend in ("none", "sam"), f"masks.backend must be none or sam; got {self.backend!r}")
-        _require(self.batch_size > 0, f"masks.batch_size must be > 0; got {self.batch_size}")
-        _require(self.max_prompts > 0, f"masks.max_prompts must be > 0; got {self.max_prompts}")
-        _require(0.0 <= self.clip_margin <= 1.0, f"masks.clip_margin must be in [0, 1]; got {self.clip_margin}")
-        _require(0.0 <= self.min_mask_score <= 1.0, f"masks.min_mask_score must be in [0, 1]; got {self.min_mask_score}")
+        check(self)
 
 
 @dataclass
 class PipelineConfig:
     """Everything ``partslip_core.segment`` needs besides the cloud, the part names and the detector."""
 
-    device: str = "cpu"  # cpu | cuda | cuda:N | auto
-    seed: int = 0
-    cpu_threads: int = 1  # torch / cut-pursuit threads during segment(); 0 = library defaults (all cores)
-    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
-    render: RenderConfig = field(default_factory=RenderConfig)
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    superpoints: SuperpointConfig = field(default_factory=SuperpointConfig)
-    vote: VoteConfig = field(default_factory=VoteConfig)
-    instances: InstanceConfig = field(default_factory=InstanceConfig)
-    masks: MaskConfig = field(default_factory=MaskConfig)
+    device: str = param("cpu", pattern=r"cpu|auto|cuda(:\d+)?", pattern_doc="cpu, cuda, cuda:N or auto",
+                        doc="Where the pipeline runs; auto = cuda when available.")
+    seed: int = param(0, ge=0, doc="Seed of every random choice in a run (reproducible results).")
+    cpu_threads: int = param(1, ge=0, doc="torch / cut-pursuit threads during segment(); 0 = library defaults "
+                                          "(all cores; see docs/performance.md).")
+    normalize: NormalizeConfig = param(default_factory=NormalizeConfig, doc="Input cloud -> canonical frame.")
+    render: RenderConfig = param(default_factory=RenderConfig, doc="Point rendering of the K views.")
+    detector: DetectorConfig = param(default_factory=DetectorConfig, doc="The 2D grounding detector.")
+    superpoints: SuperpointConfig = param(default_factory=SuperpointConfig, doc="Over-segmentation into superpoints.")
+    vote: VoteConfig = param(default_factory=VoteConfig, doc="Box-to-superpoint semantic voting.")
+    instances: InstanceConfig = param(default_factory=InstanceConfig, doc="Part instances from labeled superpoints.")
+    masks: MaskConfig = param(default_factory=MaskConfig, doc="Optional SAM mask per box (PartSLIP++), off by default.")
 
     def __post_init__(self) -> None:
-        _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
-                 f"device must be cpu, cuda, cuda:N or auto; got {self.device!r}")
-        _require(self.cpu_threads >= 0, f"cpu_threads must be >= 0; got {self.cpu_threads}")
+        check(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {f.name: f.type for f in dataclasses.fields(PipelineConfig)}
-_SECTION_CLASSES = {
-    "normalize": NormalizeConfig, "render": RenderConfig, "detector": DetectorConfig,
-    "superpoints": SuperpointConfig, "vote": VoteConfig, "instances": InstanceConfig, "masks": MaskConfig,
-}
+_SECTION_CLASSES = {f.name: f.default_factory for f in dataclasses.fields(PipelineConfig)
+                    if f.default_factory is not dataclasses.MISSING}
+_SCALARS = [f.name for f in dataclasses.fields(PipelineConfig) if f.name not in _SECTION_CLASSES]
 
 
 def _build_section(name: str, cls: type, values: Mapping[str, Any]) -> Any:
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"section {name!r} must be a mapping; got {type(values).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     _require(not unknown, f"unknown key(s) in {name!r}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    try:
-        return cls(**values)
-    except TypeError as error:
-        raise ConfigError(f"bad value in {name!r}: {error}") from error
+    return cls(**values)
 
 
 def config_from_dict(values: Mapping[str, Any] | None, base: PipelineConfig | None = None) -> PipelineConfig:
     """Build a validated config from nested mappings, overriding ``base`` (default: the reference preset)."""
     merged = (base or PipelineConfig()).to_dict()
     values = dict(values or {})
-    unknown = sorted(set(values) - set(_SECTIONS))
-    _require(not unknown, f"unknown top-level key(s): {', '.join(unknown)} (known: {', '.join(sorted(_SECTIONS))})")
+    known = _SCALARS + list(_SECTION_CLASSES)
+    unknown = sorted(set(values) - set(known))
+    _require(not unknown, f"unknown top-level key(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     for key, value in values.items():
         if key in _SECTION_CLASSES:
             if value is None:
@@ -310,11 +314,7 @@ def config_from_dict(values: Mapping[str, Any] | None, base: PipelineConfig | No
         else:
             merged[key] = value
     sections = {name: _build_section(name, cls, merged[name]) for name, cls in _SECTION_CLASSES.items()}
-    scalars = {k: v for k, v in merged.items() if k not in _SECTION_CLASSES}
-    try:
-        return PipelineConfig(**scalars, **sections)
-    except TypeError as error:
-        raise ConfigError(str(error)) from error
+    return PipelineConfig(**{k: merged[k] for k in _SCALARS}, **sections)
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> PipelineConfig:

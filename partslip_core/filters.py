@@ -2,9 +2,9 @@
 
 Voxel first: a 640 x 480 depth frame (307k pixels) becomes ~120k voxels at 5 mm, and everything after
 works on voxels. The outlier statistics then run on the voxel grid itself (the voxel density of each
-voxel's coarse-cell block, found with sorted packed keys), not on a kNN search: on the shared 2-core VM
-a 20-NN query over those voxel centroids took 273-313 ms, the grid statistic 37-40 ms (``bench/bench_fusion.py``,
-numbers in bench/README.md).
+voxel's coarse-cell block, on a dense byte grid or with sorted packed keys), not on a kNN search: on the
+shared 2-core VM a 20-NN query over those voxel centroids took 273-313 ms, the grid statistic 37-40 ms
+with sorted keys and ~20 ms with the dense grid (``bench/bench_fusion.py``, numbers in bench/README.md).
 The kNN rule (``statistical_inliers``) stays for clouds fused without voxels and as the reference.
 
 Arrays: xyz (N, 3) float32; rgb (N, 3) float32 in [0, 1] or None; extras name -> (N,) any dtype;
@@ -18,6 +18,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 from scipy.spatial import cKDTree
+
+
+DENSE_GRID_CELLS = 32_000_000  # grid_neighborhood_sums: a dense grid (1 byte per cell for counts) up to this many
+DENSE_GRID_RATIO = 512  # cells, and at most this many per occupied cell; sorted keys and binary searches beyond
 
 
 @dataclass
@@ -60,21 +64,27 @@ def _packed_keys(cells: np.ndarray, dims: np.ndarray) -> np.ndarray:
 
 def voxelize(xyz: np.ndarray, rgb: Optional[np.ndarray], extras: dict[str, np.ndarray], voxel: float) -> VoxelCloud:
     """Average xyz/rgb per voxel of edge ``voxel`` (> 0); extras take the value of the point nearest the
-    voxel's mean (ties: the earlier point). One sort of packed int64 keys, then segment sums."""
+    voxel's mean (ties: the earlier point). One sort of packed int64 keys, then segment sums.
+
+    Column by column ((3, N) copies): gathering and summing one contiguous coordinate at a time is ~4x
+    faster than on (N, 3) rows, with the same additions in the same order (float64 sums for xyz, float32
+    for rgb), so the result is bit for bit that of the row form (``test_filters`` checks it)."""
     if voxel <= 0:
         raise ValueError(f"voxel size must be > 0; got {voxel}")
     if xyz.shape[0] == 0:
         return VoxelCloud(xyz, rgb, dict(extras))
-    lower, upper = column_min(xyz), column_max(xyz)
+    columns = np.ascontiguousarray(xyz.T)
+    lower = np.array([c.min() for c in columns], xyz.dtype)
+    upper = np.array([c.max() for c in columns], xyz.dtype)
     if not (np.isfinite(lower).all() and np.isfinite(upper).all()):  # NaN and Inf reach min/max
         raise ValueError("voxelize needs finite coordinates: drop NaN/Inf rows first (filters.finite_mask)")
     scale = np.asarray(1.0 / voxel, xyz.dtype)
-    cells = ((xyz - lower) * scale).astype(np.int64)  # >= 0, so truncation is floor
+    cells = ((columns - lower[:, None]) * scale).astype(np.int64)  # (3, N), >= 0, so truncation is floor
     dims = ((upper - lower) * scale).astype(np.int64) + 1  # the same arithmetic: the largest cell + 1
     if float(np.prod(dims.astype(np.float64))) >= 2.0 ** 62:
         raise ValueError(f"cloud spans {dims.tolist()} voxels of {voxel} m: too many for int64 keys; crop it "
                          "or use a larger voxel size")
-    key = _packed_keys(cells, dims)
+    key = (cells[0] * dims[1] + cells[1]) * dims[2] + cells[2]
     if float(np.prod(dims.astype(np.float64))) * key.shape[0] < 2.0 ** 62:
         order = np.argsort(key * key.shape[0] + np.arange(key.shape[0]))  # = a stable sort, ~2x faster
     else:
@@ -83,18 +93,20 @@ def voxelize(xyz: np.ndarray, rgb: Optional[np.ndarray], extras: dict[str, np.nd
     starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
     points = np.diff(np.r_[starts, key.shape[0]])
 
-    sorted_xyz = xyz[order]
+    def means(values: np.ndarray, dtype) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(sorted columns, per-voxel means as float32) of (3, N) ``values``, summed in ``dtype``."""
+        in_order = [np.take(column, order) for column in values]
+        return in_order, [(np.add.reduceat(c.astype(dtype, copy=False), starts) / points).astype(np.float32)
+                          for c in in_order]
 
-    def mean(values: np.ndarray, dtype) -> np.ndarray:
-        return (np.add.reduceat(values.astype(dtype), starts, axis=0) / points[:, None]).astype(np.float32)
-
-    centroids = mean(sorted_xyz, np.float64)
-    colors = None if rgb is None else mean(rgb[order], np.float32)  # colour sums need no float64
-    cloud = VoxelCloud(centroids, colors, {}, cells[order[starts]], points)
+    sorted_xyz, centroids = means(columns, np.float64)
+    colors = None if rgb is None else np.stack(means(np.ascontiguousarray(rgb.T, np.float32), np.float32)[1], 1)
+    leaders = order[starts]  # first point of each voxel
+    cloud = VoxelCloud(np.stack(centroids, axis=1), colors, {}, np.stack([c[leaders] for c in cells], axis=1), points)
     if extras:
         group = np.repeat(np.arange(starts.shape[0]), points)  # voxel of each sorted point
-        offset = sorted_xyz - centroids[group]
-        distance = np.einsum("ij,ij->i", offset, offset)
+        ox, oy, oz = (s - c[group] for s, c in zip(sorted_xyz, centroids))
+        distance = (ox * ox + oy * oy) + oz * oz  # float32, in einsum("ij,ij->i")'s order (bit for bit)
         nearest = distance == np.minimum.reduceat(distance, starts)[group]
         hits = np.flatnonzero(nearest)
         first = hits[np.r_[True, group[hits][1:] != group[hits][:-1]]]  # earliest nearest point per voxel
@@ -115,15 +127,22 @@ def grid_neighborhood_sums(cells: np.ndarray, weights: np.ndarray) -> np.ndarray
     """(M,) float64: for each of (M, 3) unique integer cells, the sum of ``weights`` over the 27 cells of
     its 3 x 3 x 3 block (itself included; empty cells weigh 0).
 
-    Packed keys in a grid padded by one cell (so that +-1 never wraps into another row), sorted once;
-    the keys of a block column (dz = -1, 0, +1) form one range in that order, so two binary searches per
-    column and a cumulative sum give each column's weight: 18 searches cover all 27 cells."""
+    Packed keys in a grid padded by one cell (so that +-1 never wraps into another row). Counts (non-negative
+    integer weights) in a grid of at most ``DENSE_GRID_CELLS`` cells go through a dense grid (27 gathers;
+    a depth frame's 69k coarse cells: 10 ms instead of 27 ms). Otherwise the keys are sorted once; the keys
+    of a block column (dz = -1, 0, +1) form one range in that order, so two binary searches per column and
+    a cumulative sum give each column's weight: 18 searches cover all 27 cells."""
     if cells.shape[0] == 0:
         return np.zeros(0, np.float64)
     lower = column_min(cells)
     shifted = cells - (lower - 1)
     dims = column_max(cells) - lower + 3
     key = _packed_keys(shifted, dims)
+    volume = float(np.prod(dims.astype(np.float64)))
+    weights = np.asarray(weights)
+    if (weights.dtype.kind in "iub" and volume <= min(DENSE_GRID_CELLS, DENSE_GRID_RATIO * key.shape[0])
+            and (weights.size == 0 or weights.min() >= 0)):
+        return _dense_neighborhood_sums(key, dims, weights)
     order = None if np.all(key[1:] > key[:-1]) else np.argsort(key)  # cells from np.unique come sorted
     key = key if order is None else key[order]
     weights = np.asarray(weights, np.float64) if order is None else np.asarray(weights, np.float64)[order]
@@ -139,6 +158,23 @@ def grid_neighborhood_sums(cells: np.ndarray, weights: np.ndarray) -> np.ndarray
     result = np.empty(key.shape[0], np.float64)
     result[order] = sums
     return result
+
+
+def _dense_neighborhood_sums(key: np.ndarray, dims: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``grid_neighborhood_sums`` for non-negative integer weights on a dense grid (``key``: packed keys in
+    the padded grid of ``dims``): the weights scattered into a grid of the smallest unsigned type that holds a
+    block's sum, then 27 gathers; exact integers, so equal to the sorted-key form (test_filters checks it)."""
+    largest = int(weights.max()) * 27
+    dtype = np.uint8 if largest <= 0xFF else np.uint16 if largest <= 0xFFFF else np.int64
+    grid = np.zeros(int(np.prod(dims)), dtype)
+    grid[key] = weights
+    sums = np.zeros(key.shape[0], np.int64 if dtype == np.int64 else np.int32)
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            column = key + (dx * dims[1] + dy) * dims[2]
+            for dz in (-1, 0, 1):
+                sums += np.take(grid, column + dz)
+    return sums.astype(np.float64)
 
 
 def density_scale(neighbors: int) -> int:
@@ -158,12 +194,16 @@ def voxel_inliers(cells: np.ndarray, neighbors: int, std_ratio: float) -> np.nda
         return np.ones(cells.shape[0], bool)
     coarse = np.floor_divide(cells, density_scale(neighbors))
     lower = column_min(coarse)
-    dims = column_max(coarse) - lower + 1
-    unique_key, inverse, counts = np.unique(_packed_keys(coarse - lower, dims),
+    dims = column_max(coarse) - lower + 3  # padded by one empty cell per side, as grid_neighborhood_sums pads
+    unique_key, inverse, counts = np.unique(_packed_keys(coarse - (lower - 1), dims),
                                             return_inverse=True, return_counts=True)
-    coarse_cells = np.stack([unique_key // (dims[1] * dims[2]), unique_key // dims[2] % dims[1],
-                             unique_key % dims[2]], axis=1)  # sorted, as grid_neighborhood_sums likes them
-    density = grid_neighborhood_sums(coarse_cells, counts)[inverse.reshape(-1)]
+    if float(np.prod(dims.astype(np.float64))) <= min(DENSE_GRID_CELLS, DENSE_GRID_RATIO * unique_key.shape[0]):
+        block = _dense_neighborhood_sums(unique_key, dims, counts)  # the keys are already the padded ones
+    else:
+        coarse_cells = np.stack([unique_key // (dims[1] * dims[2]), unique_key // dims[2] % dims[1],
+                                 unique_key % dims[2]], axis=1)  # sorted, as grid_neighborhood_sums likes them
+        block = grid_neighborhood_sums(coarse_cells, counts)
+    density = block[inverse.reshape(-1)]
     spacing = 1.0 / np.sqrt(density)
     return spacing <= spacing.mean() + std_ratio * spacing.std()
 

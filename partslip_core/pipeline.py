@@ -10,6 +10,7 @@ Every stage is a pure function in its own module; this file only wires them and 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ import torch
 
 from partslip_core.config import MaskConfig, PipelineConfig
 from partslip_core.debug import explain_unlabelled, kept_box_flags
-from partslip_core.detect.base import Detector
+from partslip_core.detect.base import Detector, run_detector
 from partslip_core.detect.registry import build_detector, build_mask_refiner
 from partslip_core.detect.sam import MaskRefiner
 from partslip_core.geometry import oriented_box
@@ -32,6 +33,7 @@ from partslip_core.threads import torch_threads
 from partslip_core.types import (InputError, NormalizedCloud, PartInstance, PartSegmentationResult, PointCloud,
                                  SemanticVotes, Superpoints, resolve_device)
 from partslip_core.vote import vote
+from partslip_core.vote_evidence import BoxEvidence, collect_box_evidence
 
 
 def validate_part_names(part_names: Sequence[str]) -> list[str]:
@@ -122,7 +124,7 @@ def _segment(cloud: PointCloud, part_names: Sequence[str], config: PipelineConfi
     names = validate_part_names(part_names)
     if not isinstance(cloud, PointCloud):
         raise InputError(f"cloud must be a PointCloud; got {type(cloud).__name__}")
-    cloud = PointCloud.from_arrays(cloud.xyz, cloud.rgb, cloud.normals)
+    cloud = PointCloud.from_arrays(cloud.xyz, cloud.rgb, cloud.normals, cloud.intensity, cloud.fields)
     device = resolve_device(config.device)
     timer = StageTimer(device, progress)
     started = time.perf_counter()
@@ -136,9 +138,10 @@ def _segment(cloud: PointCloud, part_names: Sequence[str], config: PipelineConfi
     with timer.stage("render"):
         # no input colour: render_views shades by geometry (render.uncoloured) instead of the grey fill
         views = render_views(canonical.xyz, None if cloud.rgb is None else canonical.rgb, config.render, device,
-                             normals=canonical.normals)
+                             normals=canonical.normals, intensity=cloud.intensity)  # same point order
     with timer.stage("detect"):
-        detections = detector.detect(views, names)
+        # the cloud's per-point fields, in the point order the views index (normalize keeps the order)
+        detections = run_detector(detector, views, names, cloud.fields)
     if len(detections) != views.num_views:
         raise RuntimeError(f"detector {detector.name!r} returned {len(detections)} views for {views.num_views}")
     if mask_refiner is not None:
@@ -148,12 +151,13 @@ def _segment(cloud: PointCloud, part_names: Sequence[str], config: PipelineConfi
         superpoints = compute_superpoints(canonical.xyz, canonical.rgb, canonical.normals, config.superpoints,
                                           threads=config.cpu_threads, device=device)
     with timer.stage("vote"):
-        votes = vote(superpoints, views, detections, names, config.vote, device)
+        box_evidence = collect_box_evidence(views, detections, names, config.vote, device)  # shared with the re-vote
+        votes = vote(superpoints, views, detections, names, config.vote, device, box_evidence)
     with timer.stage("instances"):
         pieces, piece_votes, piece_parent = superpoints, votes, None
         if config.instances.split_extent > 0:
             pieces, piece_votes, piece_parent = split_for_instances(canonical.xyz, superpoints, votes, views,
-                                                                    detections, names, config, device)
+                                                                    detections, names, config, device, box_evidence)
         groups = (group_instances(canonical.xyz, pieces, piece_votes, views, config.instances, device, piece_parent)
                   if config.instances.enabled else _no_instances(cloud.num_points))
         instances = build_instances(cloud, canonical, groups, names)
@@ -173,20 +177,23 @@ def _segment(cloud: PointCloud, part_names: Sequence[str], config: PipelineConfi
 
 
 def split_for_instances(xyz: np.ndarray, superpoints: Superpoints, votes: SemanticVotes, views, detections,
-                        names: list[str], config: PipelineConfig, device: torch.device
-                        ) -> tuple[Superpoints, SemanticVotes, np.ndarray]:
+                        names: list[str], config: PipelineConfig, device: torch.device,
+                        box_evidence: Optional[BoxEvidence] = None) -> tuple[Superpoints, SemanticVotes, np.ndarray]:
     """Split superpoints by a voxel grid before grouping, keeping each piece's semantic label.
 
     Returns the pieces, their votes (labels inherited) and each piece's parent superpoint (S',).
 
     Coplanar, same-coloured neighbours (two cabinet doors) share one superpoint, so no grouping can
-    separate them; pieces of it can be told apart by the boxes they fall in.
+    separate them; pieces of it can be told apart by the boxes they fall in. box_evidence: the first
+    vote's (``vote_evidence.collect_box_evidence``), reused instead of collected again.
     """
     pieces = split_by_grid(xyz, superpoints.point_superpoint, config.instances.split_extent)
     refined = Superpoints(point_superpoint=pieces, num_superpoints=int(pieces.max()) + 1)
     parent = np.zeros(refined.num_superpoints, np.int64)
     parent[pieces] = superpoints.point_superpoint
-    refined_votes = vote(refined, views, detections, names, config.vote, device)
+    # point labels are inherited below, so the per-point refinement is skipped (same outputs, half the time)
+    piece_config = dataclasses.replace(config.vote, refine_points=False)
+    refined_votes = vote(refined, views, detections, names, piece_config, device, box_evidence)
     refined_votes.superpoint_label = votes.superpoint_label[parent]
     refined_votes.point_label = votes.point_label
     return refined, refined_votes, parent

@@ -1,8 +1,9 @@
 """Stage 2: render K views of the normalized cloud with a point rasterizer.
 
 Two backends give the same index maps: pytorch3d's ``PointsRasterizer`` (the reference) and a
-pure-torch z-buffer point splatter (CPU and CUDA, no compiled code, one packed-key scatter per batch
-of views). ``render.backend: auto`` picks by device: the splatter on CPU, pytorch3d on CUDA when it imports.
+pure-torch z-buffer point splatter (``partslip_core.splat``: CPU and CUDA, no compiled code, one packed-key
+scatter per batch of views). ``render.backend: auto`` picks by device: the splatter on CPU, pytorch3d on
+CUDA when it imports.
 Both follow pytorch3d's conventions exactly: ``look_at_view_transform(dist, elev, azim)`` with +Y up,
 ``FoVPerspectiveCameras`` (aspect 1), NDC with +X left / +Y up, a point covers a pixel when the
 pixel centre lies strictly within ``radius`` (NDC units) of the projected point, and the nearest
@@ -12,7 +13,6 @@ covering point wins (points_per_pixel = 1).
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from partslip_core.config import RenderConfig
+from partslip_core.splat import Splat, splat_views
 from partslip_core.types import RenderedViews
 
 
@@ -71,81 +72,9 @@ def project_points(xyz: torch.Tensor, cameras: Cameras, image_size: int) -> tupl
     return screen_xy, depth
 
 
-_NO_POINT = torch.iinfo(torch.int64).max  # z-buffer value of an uncovered pixel
-_CANDIDATES_PER_BATCH = 24 * 2 ** 20  # (view, point, footprint pixel) tests per batch: bounds peak memory
-# z-buffer entries per batch (16 MiB): small enough for the allocator to reuse the buffer across batches
-# and calls instead of mapping fresh pages (page faults on a 10-view 800 px buffer cost more than the splat).
-_ZBUFFER_PER_BATCH = 2 * 2 ** 20
-
-
-def splat_reach(radius_px: float) -> int:
-    """Reach in pixels: pixel centres within radius_px of x lie within ceil(radius_px) of floor(x)."""
-    return int(math.ceil(radius_px))
-
-
-def splat_index_maps(screen_xy: torch.Tensor, depth: torch.Tensor, image_size: int, radius_ndc: float,
-                     znear: float) -> torch.Tensor:
-    """Z-buffer K views at once: (K, N, 2) screen coords + (K, N) depth -> (K, H, W) int64 index of
-    the nearest covering point (ties in depth go to the lower index), -1 = background.
-
-    One scatter per batch of views: each candidate (point, pixel) carries the key
-    (float32 bits of its depth << 32 | point index), and ``amin`` over the keys of a pixel is the
-    nearest point with the lowest index, because positive floats order like their bit patterns.
-    The z-buffer has a margin of 2 * reach pixels, so candidates need no bounds test.
-    """
-    num_views, num_points = depth.shape
-    scale = image_size / 2.0
-    reach = splat_reach(radius_ndc * scale)
-    footprint = (2 * reach + 1) ** 2
-    padded = image_size + 4 * reach
-    index_maps = torch.empty((num_views, image_size, image_size), dtype=torch.int64, device=screen_xy.device)
-    views_per_batch = max(1, min(_CANDIDATES_PER_BATCH // max(1, num_points * footprint),
-                                 _ZBUFFER_PER_BATCH // (padded * padded)))
-    if screen_xy.device.type == "cuda":  # page faults do not apply there: all views in one launch up to 8x the budget
-        views_per_batch = max(1, 8 * _CANDIDATES_PER_BATCH // max(1, num_points * footprint))
-    views_per_batch = min(views_per_batch, num_views)
-    zbuffer = torch.empty(views_per_batch * padded * padded, dtype=torch.int64, device=screen_xy.device)
-    for first in range(0, num_views, views_per_batch):
-        last = min(first + views_per_batch, num_views)
-        _splat_batch(screen_xy[first:last], depth[first:last], image_size, scale, radius_ndc, znear, reach,
-                     zbuffer[:(last - first) * padded * padded], index_maps[first:last])
-    return index_maps
-
-
-def _splat_batch(screen_xy: torch.Tensor, depth: torch.Tensor, image_size: int, scale: float, radius_ndc: float,
-                 znear: float, reach: int, zbuffer: torch.Tensor, out: torch.Tensor) -> None:
-    num_views, num_points = depth.shape
-    device = screen_xy.device
-    margin = 2 * reach
-    padded = image_size + 2 * margin
-    base = torch.floor(screen_xy).long()  # (V, N, 2) as (col, row)
-    near_image = (depth > znear) & (base >= -reach).all(dim=2) & (base < image_size + reach).all(dim=2)
-    pair = torch.nonzero(near_image.reshape(-1)).view(-1)  # (view, point) pairs that may cover a pixel
-    view, point = torch.div(pair, num_points, rounding_mode="floor"), pair % num_points
-    xy, base = screen_xy.reshape(-1, 2).index_select(0, pair), base.reshape(-1, 2).index_select(0, pair)
-    steps = torch.arange(-reach, reach + 1, device=device)
-    # Same arithmetic as a per-pixel test ((c + 0.5 - x) / scale)^2 + (...)^2 < r^2, computed per axis.
-    dx = ((base[:, 0:1] + steps).to(xy.dtype) + 0.5 - xy[:, 0:1]) / scale  # (M, 2r+1) per column offset
-    dy = ((base[:, 1:2] + steps).to(xy.dtype) + 0.5 - xy[:, 1:2]) / scale  # per row offset
-    covered = (dy * dy)[:, :, None] + (dx * dx)[:, None, :] < radius_ndc * radius_ndc  # (M, rows, cols)
-    candidate, offset = torch.nonzero(covered.view(covered.shape[0], -1), as_tuple=True)
-    origin = (view * padded + base[:, 1] + margin - reach) * padded + base[:, 0] + margin - reach
-    step = steps + reach  # 0 .. 2r: a row-major footprint offset -> its z-buffer offset
-    pixel = origin[candidate] + (step[:, None] * padded + step[None, :]).reshape(-1)[offset]
-    key = (depth.reshape(-1).index_select(0, pair).view(torch.int32).to(torch.int64) << 32) | point
-    zbuffer.fill_(_NO_POINT)
-    zbuffer.scatter_reduce_(0, pixel, key[candidate], reduce="amin")
-    crop = (slice(None), slice(margin, margin + image_size), slice(margin, margin + image_size))
-    if sys.byteorder == "little":  # the low 32-bit word is the index, and 0xFFFFFFFF (= -1) for _NO_POINT
-        out.copy_(zbuffer.view(torch.int32)[0::2].view(num_views, padded, padded)[crop])
-    else:
-        inside = zbuffer.view(num_views, padded, padded)[crop]
-        out.copy_(torch.where(inside == _NO_POINT, -1, inside & 0xFFFFFFFF))
-
-
 def _rasterize_torch(xyz: torch.Tensor, cameras: Cameras, config: RenderConfig, screen_xy: torch.Tensor,
-                     depth: torch.Tensor) -> torch.Tensor:
-    return splat_index_maps(screen_xy, depth, config.image_size, config.point_radius, config.znear)
+                     depth: torch.Tensor, out: torch.Tensor) -> Splat:
+    return splat_views(screen_xy, depth, config.image_size, config.point_radius, config.znear, out)
 
 
 def pytorch3d_available() -> bool:
@@ -157,7 +86,7 @@ def pytorch3d_available() -> bool:
 
 
 def _rasterize_pytorch3d(xyz: torch.Tensor, cameras: Cameras, config: RenderConfig, screen_xy: torch.Tensor,
-                         depth: torch.Tensor) -> torch.Tensor:
+                         depth: torch.Tensor, out: torch.Tensor) -> Splat:
     """The reference rasterizer (pytorch3d). Same cameras, radius and nearest-point rule as the torch path."""
     from pytorch3d.renderer import (FoVPerspectiveCameras, PointsRasterizationSettings, PointsRasterizer,
                                     look_at_view_transform)
@@ -173,7 +102,9 @@ def _rasterize_pytorch3d(xyz: torch.Tensor, cameras: Cameras, config: RenderConf
     fragments = PointsRasterizer(cameras=p3d_cameras, raster_settings=settings)(clouds)
     packed = fragments.idx[..., 0]  # (K, H, W) indices into the packed batch
     offsets = torch.arange(len(config.views), device=xyz.device)[:, None, None] * xyz.shape[0]
-    return torch.where(packed >= 0, packed - offsets, packed).long()
+    out.copy_(torch.where(packed >= 0, packed - offsets, packed))
+    pixels = [torch.nonzero(view.view(-1) >= 0).view(-1) + k * view.numel() for k, view in enumerate(out)]
+    return Splat(out, pixels, [out.view(-1).index_select(0, pixel) for pixel in pixels])
 
 
 def choose_backend(config: RenderConfig, device: torch.device | str = "cpu") -> str:
@@ -190,10 +121,11 @@ def choose_backend(config: RenderConfig, device: torch.device | str = "cpu") -> 
 
 
 def shaded_grey(xyz: torch.Tensor, normals: Optional[torch.Tensor], cameras: Cameras, depth: torch.Tensor,
-                config: RenderConfig) -> torch.Tensor:
+                config: RenderConfig, intensity: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(K, N) grey levels in [0, 1] for a cloud without colour: 0.15 + 0.7 |cos| of the angle between
     the normal and the ray to the camera (a headlight; normals are estimated from 16 neighbours when
-    not given, their sign does not matter) + 0.15 for the nearest depth fading to 0 at the farthest."""
+    not given, their sign does not matter) + 0.15 for the nearest depth fading to 0 at the farthest.
+    With ``intensity`` (N,) and ``config.intensity_albedo`` w > 0, times the albedo ``intensity_albedo(...)``."""
     if normals is None:
         from partslip_core.superpoints_torch import knn_query, normals_from_neighbors
         distance, index = knn_query(xyz, 16)
@@ -201,50 +133,78 @@ def shaded_grey(xyz: torch.Tensor, normals: Optional[torch.Tensor], cameras: Cam
     to_camera = torch.nn.functional.normalize(cameras.position[:, None, :] - xyz[None, :, :], dim=2)
     facing = (to_camera * normals[None, :, :]).sum(dim=2).abs()
     nearness = ((config.camera_distance + 1.0 - depth) / 2.0).clamp(0.0, 1.0)
-    return (0.15 + 0.7 * facing + 0.15 * nearness).clamp(0.0, 1.0)
+    grey = (0.15 + 0.7 * facing + 0.15 * nearness).clamp(0.0, 1.0)
+    if intensity is None or config.intensity_albedo == 0.0:
+        return grey
+    return grey * intensity_albedo(intensity, config.intensity_albedo)[None, :]
+
+
+def intensity_albedo(intensity: torch.Tensor, weight: float) -> torch.Tensor:
+    """(N,) albedo 1 - weight + weight * i in [1 - weight, 1], i = intensity scaled to [0, 1] between its 2nd
+    and 98th percentile (robust to the few saturated returns of retro-reflectors and to any sensor's unit:
+    uint8, 0-1, 0-65535). A cloud of constant intensity gets albedo 1, i.e. the plain shading."""
+    values = intensity.float()
+    low, high = torch.quantile(values, torch.tensor([0.02, 0.98], dtype=values.dtype, device=values.device)).tolist()
+    if not high > low:
+        return torch.ones_like(values)
+    scaled = ((values - low) / (high - low)).clamp(0.0, 1.0)
+    return (1.0 - weight) + weight * scaled
+
+
+def _host_empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialized tensor for a large output. On CPU it is numpy's memory: numpy asks the kernel for
+    huge pages on big arrays, which halves the page-fault time of a fresh 51 MB index map (measured 16 -> 9 ms)."""
+    if device.type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device)
+    return torch.from_numpy(np.empty(shape, dtype=torch.empty(0, dtype=dtype).numpy().dtype))
 
 
 def render_views(xyz: np.ndarray | torch.Tensor, rgb: Optional[np.ndarray | torch.Tensor], config: RenderConfig,
-                 device: torch.device | str = "cpu", normals: Optional[np.ndarray | torch.Tensor] = None
-                 ) -> RenderedViews:
+                 device: torch.device | str = "cpu", normals: Optional[np.ndarray | torch.Tensor] = None,
+                 intensity: Optional[np.ndarray | torch.Tensor] = None) -> RenderedViews:
     """Render the normalized cloud (xyz (N, 3), rgb (N, 3) in [0, 1]) from ``config.views``.
 
     rgb None = the cloud has no colour: drawn per ``config.uncoloured`` (shaded grey from normals,
-    optional (N, 3), and depth; or flat mid grey). After the z-buffer, only covered pixels are touched
-    (most of an image is background).
+    optional (N, 3), and depth, times an albedo from ``intensity`` (N,) when given (lidar XYZI,
+    ``config.intensity_albedo``); or flat mid grey). With rgb, normals and intensity are not used.
+    After the z-buffer, only the covered pixels are touched (an object covers 10-20% of an image).
     """
     device = torch.device(device)
     xyz_t = torch.as_tensor(xyz, dtype=torch.float32, device=device)
     rgb_t = None if rgb is None else torch.as_tensor(rgb, dtype=torch.float32, device=device)
     cameras = look_at_cameras(config.views, config.camera_distance, config.fov_degrees, config.znear, device)
     screen_xy, depth = project_points(xyz_t, cameras, config.image_size)
+    num_views, num_points, size = len(config.views), xyz_t.shape[0], config.image_size
+    index_map = _host_empty((num_views, size, size), torch.int64, device)
     rasterize = _rasterize_pytorch3d if choose_backend(config, device) == "pytorch3d" else _rasterize_torch
-    index_map = rasterize(xyz_t, cameras, config, screen_xy, depth)
-    num_views, num_points = index_map.shape[0], xyz_t.shape[0]
-    flat = index_map.reshape(-1)
-    covered = torch.nonzero(flat >= 0).reshape(-1)
-    owner = flat[covered]
-    pixels_per_view = config.image_size * config.image_size
-    visible = torch.zeros((num_views, num_points), dtype=torch.bool, device=device)
-    visible[covered // pixels_per_view, owner] = True
+    splat = rasterize(xyz_t, cameras, config, screen_xy, depth, index_map)
+    images = _host_empty((num_views, size, size, 3), torch.uint8, device)
     background = [int(round(channel * 255.0)) for channel in config.background]
-    images = torch.empty((flat.shape[0], 3), dtype=torch.uint8, device=device)
     if len(set(background)) == 1:
         images.fill_(background[0])  # one memset (white, grey): cheaper than a strided per-channel copy
     else:
         images.copy_(torch.tensor(background, dtype=torch.uint8, device=device).expand_as(images))
     if rgb_t is not None or config.uncoloured == "flat":
         rgb_t = torch.full_like(xyz_t, 0.5) if rgb_t is None else rgb_t
-        images[covered] = (rgb_t * 255.0).round().clamp(0, 255).to(torch.uint8)[owner]
+        colour = (rgb_t * 255.0).round().clamp(0, 255).to(torch.uint8)  # (N, 3), the same for every view
+        grey = None
     else:
         normals_t = None if normals is None else torch.as_tensor(normals, dtype=torch.float32, device=device)
-        grey = shaded_grey(xyz_t, normals_t, cameras, depth, config)  # (K, N)
-        level = (grey * 255.0).round().to(torch.uint8).reshape(-1)
-        images[covered] = level[(covered // pixels_per_view) * num_points + owner][:, None].expand(-1, 3)
-    return RenderedViews(
-        images=images.view(num_views, config.image_size, config.image_size, 3).cpu().numpy(),
+        intensity_t = None if intensity is None else torch.as_tensor(intensity, device=device).reshape(-1)
+        grey = shaded_grey(xyz_t, normals_t, cameras, depth, config, intensity_t)
+        grey = (grey * 255.0).round().to(torch.uint8)  # (K, N)
+    visible = torch.zeros((num_views, num_points), dtype=torch.bool, device=device)
+    for view, (pixel, owner) in enumerate(zip(splat.pixels, splat.owners)):
+        visible[view].index_fill_(0, owner, True)
+        drawn = (colour.index_select(0, owner) if grey is None
+                 else grey[view].index_select(0, owner)[:, None].expand(-1, 3))
+        images.view(-1, 3).index_copy_(0, pixel, drawn)
+    rendered = RenderedViews(
+        images=images.cpu().numpy(),
         pixel_point_index=index_map.cpu().numpy(),
-        point_screen_xy=screen_xy.cpu().numpy().astype(np.float32),
+        point_screen_xy=screen_xy.cpu().numpy().astype(np.float32, copy=False),
         point_visible=visible.cpu().numpy(),
         view_angles=np.asarray(config.views, dtype=np.float32),
     )
+    rendered.cache_covered_pixels(torch.cat(splat.pixels).cpu().numpy())  # the z-buffer found them: free here
+    return rendered

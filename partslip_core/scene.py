@@ -4,11 +4,12 @@ A camera or lidar sees an object on a table, the table's legs, the floor, maybe 
 segments one object, so the scene is reduced to it (the tabletop-perception recipe: planes, then the
 prism above the support, then Euclidean clusters):
 
-1. up to ``max_planes`` planes are found largest first (RANSAC; open3d when importable, numpy
-   otherwise); a plane counts only if it holds ``plane_min_fraction`` of all points;
+1. up to ``max_planes`` planes are found largest first (RANSAC: ``partslip_core.ransac``, open3d's
+   ``segment_plane`` reproduced exactly); a plane counts only if it holds ``plane_min_fraction`` of
+   all points;
 2. horizontal planes (normal within ``max_tilt_deg`` of ``up``) are support candidates, tried from
-   the highest down; the points above a support (not on a horizontal plane) are clustered (points
-   within ``cluster_eps`` chain together);
+   the highest down; the points above a support (not on a horizontal plane) are clustered (DBSCAN:
+   points within ``cluster_eps`` chain together; open3d's, or ``partslip_core.dbscan`` without it);
 3. a cluster qualifies if it rests on the support (lowest point within ``cluster_eps`` + 2
    ``plane_distance``) and at least 90% of its footprint lies inside the support's convex hull; one
    qualifying cluster is chosen by ``select``: ``largest`` (most points), ``nearest`` (the cluster with
@@ -29,9 +30,11 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-from scipy.spatial import ConvexHull, QhullError, cKDTree
+from scipy.spatial import ConvexHull, QhullError
+
+from partslip_core.dbscan import dbscan_labels
+from partslip_core.ransac import segment_plane
+from partslip_core.schema import check, param
 
 try:
     import open3d as _o3d
@@ -45,28 +48,35 @@ OVERHEAD_REACH = 0.25  # m: points higher than the object this close around it c
 
 @dataclass(frozen=True)
 class IsolationConfig:
-    """Parameters of ``isolate_object`` (metres; see the module docstring for the rules)."""
+    """Parameters of ``isolate_object`` (metres; see the module docstring for the rules). Each field's doc and
+    range is its ``schema.param`` declaration; the node exposes them as ``fusion.*`` (``select`` as
+    ``fusion.cluster_select``)."""
 
-    max_planes: int = 3
-    plane_distance: float = 0.01
-    plane_min_fraction: float = 0.05
-    max_tilt_deg: float = 20.0
-    ransac_iterations: int = 1000
-    cluster_eps: float = 0.02
-    cluster_min_points: int = 10
-    select: str = "largest"
-    target_point: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    crop_min: tuple[float, float, float] = (-1.0, -1.0, -1.0)
-    crop_max: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    seed: int = 0
+    max_planes: int = param(3, ge=0, doc="Isolation: most planes removed (largest first); 0 = isolation off.")
+    plane_distance: float = param(0.01, gt=0.0, unit="m", doc="Isolation: points within this distance of a plane "
+                                                              "belong to it.")
+    plane_min_fraction: float = param(0.05, gt=0.0, le=1.0, doc="Isolation: a plane must hold this share of the "
+                                                                "points to count.")
+    max_tilt_deg: float = param(20.0, ge=0.0, le=90.0, unit="deg", doc="Isolation: planes whose normal is within "
+                                                                       "this angle of up are support candidates.")
+    ransac_iterations: int = param(1000, ge=1, doc="Isolation: RANSAC iterations per plane.")
+    cluster_eps: float = param(0.02, gt=0.0, unit="m", doc="Isolation: points closer than this chain into one "
+                                                           "cluster.")
+    cluster_min_points: int = param(10, ge=1, doc="Isolation: smaller clusters are noise.")
+    select: str = param("largest", choices=SELECT_RULES, name="cluster_select",
+                        doc="Isolation: which cluster is the object: largest | nearest (to target_point) | crop "
+                            "(most points inside crop_min/crop_max).")
+    target_point: tuple[float, float, float] = param((0.0, 0.0, 0.0), unit="m", doc="Isolation, cluster_select "
+                                                     "nearest: the point (fixed frame) the object is nearest to.")
+    crop_min: tuple[float, float, float] = param((-1.0, -1.0, -1.0), unit="m", doc="Crop box lower corner [x, y, z] "
+                                                 "(fixed frame): fusion.crop_enabled and cluster_select crop.")
+    crop_max: tuple[float, float, float] = param((1.0, 1.0, 1.0), unit="m", doc="Crop box upper corner [x, y, z] "
+                                                 "(fixed frame): fusion.crop_enabled and cluster_select crop.")
+    seed: int = param(0, ge=0, doc="Seed of the random choices (plane RANSAC, max_points subsampling): runs are "
+                                   "reproducible.")
 
     def __post_init__(self) -> None:
-        if self.select not in SELECT_RULES:
-            raise ValueError(f"cluster_select must be one of {', '.join(SELECT_RULES)}; got {self.select!r}")
-        if not 0.0 < self.plane_min_fraction <= 1.0:
-            raise ValueError(f"plane_min_fraction must be in (0, 1]; got {self.plane_min_fraction}")
-        if self.max_planes < 0:
-            raise ValueError(f"max_planes must be >= 0; got {self.max_planes}")
+        check(self)  # types, ranges and choices from the field declarations (partslip_core.schema)
 
 
 @dataclass
@@ -106,43 +116,25 @@ class IsolationResult:
 
 def fit_plane(xyz: np.ndarray, distance: float, iterations: int, seed: int) -> np.ndarray:
     """(4,) plane (unit normal, offset) with the most inliers within ``distance`` (RANSAC on at most
-    ``RANSAC_SAMPLE`` points: a plane worth removing holds thousands, and the cost no longer grows with N)."""
+    ``RANSAC_SAMPLE`` points: a plane worth removing holds thousands, and the cost no longer grows with N).
+    ``partslip_core.ransac``: open3d's ``segment_plane`` exactly as it runs on one thread, with or without
+    open3d, ~10x faster (open3d on several threads can return another plane where its early stop triggers)."""
     if xyz.shape[0] > RANSAC_SAMPLE:
         xyz = xyz[np.random.default_rng(seed).choice(xyz.shape[0], RANSAC_SAMPLE, replace=False)]
-    if _o3d is not None:
-        cloud = _o3d.geometry.PointCloud(_o3d.utility.Vector3dVector(xyz.astype(np.float64)))
-        _o3d.utility.random.seed(seed)
-        plane, _ = cloud.segment_plane(distance_threshold=distance, ransac_n=3, num_iterations=iterations)
-        plane = np.asarray(plane, np.float64)
-        return plane / np.linalg.norm(plane[:3])
-    rng = np.random.default_rng(seed)
-    xyz = xyz.astype(np.float64)
-    sample = xyz[rng.integers(0, xyz.shape[0], size=(iterations, 3))]  # (T, 3, 3)
-    normals = np.cross(sample[:, 1] - sample[:, 0], sample[:, 2] - sample[:, 0])
-    lengths = np.linalg.norm(normals, axis=1)
-    valid = lengths > 1e-12
-    normals = normals[valid] / lengths[valid, None]
-    offsets = -np.einsum("ij,ij->i", normals, sample[valid, 0])
-    probe = xyz[rng.choice(xyz.shape[0], size=min(xyz.shape[0], 4000), replace=False)]
-    best = int(np.argmax((np.abs(probe @ normals.T + offsets) <= distance).sum(axis=0)))
-    inliers = np.abs(xyz @ normals[best] + offsets[best]) <= distance
-    centre = xyz[inliers].mean(axis=0)  # least-squares refit on the inliers
-    normal = np.linalg.svd(xyz[inliers] - centre, full_matrices=False)[2][-1]
-    return np.r_[normal, -normal @ centre]
+    plane, _ = segment_plane(xyz.astype(np.float64), distance, iterations, seed)
+    return plane / np.linalg.norm(plane[:3])
 
 
 def cluster_labels(xyz: np.ndarray, eps: float, min_points: int) -> np.ndarray:
-    """(N,) int cluster id per point (points within ``eps`` chain together), -1 for clusters under ``min_points``."""
+    """(N,) int64 DBSCAN cluster id per point (points within ``eps`` chain through core points, those with
+    ``min_points`` neighbours), -1 for noise: open3d's ``cluster_dbscan`` when importable (its neighbour
+    search uses every core), else ``partslip_core.dbscan`` (the same labels, tested against open3d)."""
     if xyz.shape[0] == 0:
         return np.zeros(0, np.int64)
     if _o3d is not None:
         cloud = _o3d.geometry.PointCloud(_o3d.utility.Vector3dVector(xyz.astype(np.float64)))
         return np.asarray(cloud.cluster_dbscan(eps=eps, min_points=min_points), np.int64)
-    pairs = cKDTree(xyz).query_pairs(eps, output_type="ndarray")
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(xyz), len(xyz)))
-    _, labels = connected_components(graph, directed=False)
-    sizes = np.bincount(labels)
-    return np.where(sizes[labels] >= min_points, labels, -1).astype(np.int64)
+    return dbscan_labels(np.asarray(xyz, np.float64), eps, min_points)
 
 
 def choose_cluster(xyz: np.ndarray, labels: np.ndarray, config: IsolationConfig) -> int:
@@ -197,14 +189,20 @@ def _footprint_basis(up: np.ndarray) -> np.ndarray:
     return np.stack([first, np.cross(up, first)], axis=1)
 
 
-def _hull_depth(hull_points: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """(M,) distance of 2D ``query`` points inside the convex hull of ``hull_points`` to its boundary
-    (negative outside); -inf for everything when the hull is degenerate."""
+def _hull_facets(points: np.ndarray) -> Optional[np.ndarray]:
+    """(F, 3) facet equations (outward normal, offset) of the 2D convex hull of ``points``; None if degenerate."""
     try:
-        hull = ConvexHull(hull_points)
+        return ConvexHull(points).equations
     except (QhullError, ValueError):
+        return None
+
+
+def _hull_depth(facets: Optional[np.ndarray], query: np.ndarray) -> np.ndarray:
+    """(M,) distance of 2D ``query`` points inside the hull of ``facets`` (``_hull_facets``) to its boundary
+    (negative outside); -inf for everything when the hull is degenerate (None)."""
+    if facets is None:
         return np.full(query.shape[0], -np.inf)
-    return -(query @ hull.equations[:, :2].T + hull.equations[:, 2]).max(axis=1)
+    return -(query @ facets[:, :2].T + facets[:, 2]).max(axis=1)
 
 
 def _object_on(xyz: np.ndarray, owner: np.ndarray, plane_index: int, plane: Plane, up: np.ndarray,
@@ -215,7 +213,7 @@ def _object_on(xyz: np.ndarray, owner: np.ndarray, plane_index: int, plane: Plan
     plane's hull: a lamp's shade overhanging its own base, or a cart's handle, is no object on a table."""
     none = np.zeros(xyz.shape[0], bool)
     height = xyz @ plane.normal + plane.offset
-    support_2d = xyz[owner == plane_index] @ basis
+    support_2d = np.take(xyz, np.flatnonzero(owner == plane_index), axis=0) @ basis  # take: 4x bool indexing
     above = np.flatnonzero((owner < 0) & (height > config.plane_distance))
     if above.size < config.cluster_min_points:
         return none, 0
@@ -224,7 +222,8 @@ def _object_on(xyz: np.ndarray, owner: np.ndarray, plane_index: int, plane: Plan
         return none, 0
     count = int(labels.max() + 1)
     valid = labels >= 0
-    inside = _hull_depth(support_2d, xyz[above] @ basis) >= -config.cluster_eps
+    support_hull = _hull_facets(support_2d)  # once per support: qhull on its ~40k points costs ms
+    inside = _hull_depth(support_hull, xyz[above] @ basis) >= -config.cluster_eps
     share_inside = np.bincount(labels[valid], weights=inside[valid], minlength=count) / np.maximum(
         np.bincount(labels[valid], minlength=count), 1)
     lowest = np.full(count, np.inf)
@@ -237,11 +236,11 @@ def _object_on(xyz: np.ndarray, owner: np.ndarray, plane_index: int, plane: Plan
     footprint = xyz[members] @ basis
     centre = footprint.mean(axis=0)
     radius = float(np.sqrt(((footprint - centre) ** 2).sum(axis=1).mean()))
-    if _hull_depth(support_2d, centre[None])[0] < max(0.5 * radius, 2 * config.cluster_eps):
+    if _hull_depth(support_hull, centre[None])[0] < max(0.5 * radius, 2 * config.cluster_eps):
         return none, count  # at the very edge: a post or wall of the object itself, not a thing put down
     others = above[(labels != chosen) & (height[above] > height[members].max())]
     near = xyz[others[np.linalg.norm(xyz[others] @ basis - centre, axis=1) <= max(3 * radius, OVERHEAD_REACH)]]
-    if near.shape[0] >= config.cluster_min_points and _hull_depth(near @ basis, centre[None])[0] >= 0:
+    if near.shape[0] >= config.cluster_min_points and _hull_depth(_hull_facets(near @ basis), centre[None])[0] >= 0:
         return none, count  # something hangs over it: a lamp's pole under its shade, not an object on a table
     keep = none.copy()
     keep[members] = True

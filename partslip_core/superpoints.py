@@ -122,6 +122,12 @@ def split_by_grid(xyz: np.ndarray, component: np.ndarray, cell_size: float) -> n
     """Split each component by a voxel grid of ``cell_size``: (N,) int64 new component ids."""
     cell = np.floor((xyz - xyz.min(axis=0)) / cell_size).astype(np.int64)
     keys = np.stack([component, cell[:, 0], cell[:, 1], cell[:, 2]], axis=1)
+    extent = keys.max(axis=0) + 1 if len(keys) else np.ones(4, np.int64)
+    if keys.min(initial=0) >= 0 and float(np.prod(extent.astype(np.float64))) < 2.0 ** 62:
+        # one int64 key in the same (component, x, y, z) lexicographic order: the same ids, ~10x faster
+        # than np.unique(axis=0), which sorts rows
+        key = ((keys[:, 0] * extent[1] + keys[:, 1]) * extent[2] + keys[:, 2]) * extent[3] + keys[:, 3]
+        return np.unique(key, return_inverse=True)[1].reshape(-1).astype(np.int64)
     return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 

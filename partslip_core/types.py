@@ -25,20 +25,26 @@ class PointCloud:
     """An object cloud in any frame and unit.
 
     xyz: (N, 3) float32. rgb: (N, 3) float32 in [0, 1] or None. normals: (N, 3) float32 or None.
+    intensity: (N,) float32 in the sensor's own units (lidar XYZI) or None; used to shade clouds without rgb.
+    fields: extra per-point fields, name -> (N,) numeric array in this cloud's point order (e.g. ``gt_label``);
+    handed to the detector (``Detector.detect(..., point_fields=)``) for backends that read them.
     Use ``PointCloud.from_arrays`` to validate and convert raw arrays (rgb 0..255 accepted).
     """
 
     xyz: np.ndarray
     rgb: Optional[np.ndarray] = None
     normals: Optional[np.ndarray] = None
+    intensity: Optional[np.ndarray] = None
+    fields: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def num_points(self) -> int:
         return int(self.xyz.shape[0])
 
     @staticmethod
-    def from_arrays(xyz: np.ndarray, rgb: Optional[np.ndarray] = None,
-                    normals: Optional[np.ndarray] = None) -> "PointCloud":
+    def from_arrays(xyz: np.ndarray, rgb: Optional[np.ndarray] = None, normals: Optional[np.ndarray] = None,
+                    intensity: Optional[np.ndarray] = None,
+                    fields: Optional[dict[str, np.ndarray]] = None) -> "PointCloud":
         """Validate shapes and values; raises InputError with the reason."""
         xyz = np.asarray(xyz)
         if xyz.ndim != 2 or xyz.shape[1] != 3:
@@ -68,7 +74,32 @@ class PointCloud:
                 raise InputError(f"normals must have the same shape as xyz {xyz.shape}; got {normals.shape}")
             if not np.isfinite(normals).all():
                 raise InputError("normals have non-finite values")
-        return PointCloud(xyz=xyz, rgb=rgb, normals=normals)
+        if intensity is not None:
+            intensity = np.asarray(intensity)
+            if intensity.shape not in ((xyz.shape[0],), (xyz.shape[0], 1)) or not np.issubdtype(intensity.dtype,
+                                                                                                 np.number):
+                raise InputError(f"intensity must be numeric with shape ({xyz.shape[0]},); got {intensity.dtype} "
+                                 f"{intensity.shape}")
+            intensity = intensity.reshape(-1).astype(np.float32)
+            if not np.isfinite(intensity).all():
+                raise InputError("intensity has non-finite values")
+        return PointCloud(xyz=xyz, rgb=rgb, normals=normals, intensity=intensity,
+                          fields=_check_fields(fields or {}, xyz.shape[0]))
+
+
+def _check_fields(fields: dict[str, np.ndarray], num_points: int) -> dict[str, np.ndarray]:
+    """Per-point fields: each numeric with shape (N,) (or (N, 1)) and finite; dtypes are kept (labels stay ints)."""
+    checked = {}
+    for name, values in fields.items():
+        values = np.asarray(values)
+        if values.shape not in ((num_points,), (num_points, 1)) or not np.issubdtype(values.dtype, np.number):
+            raise InputError(f"point field {name!r} must be numeric with shape ({num_points},); got {values.dtype} "
+                             f"{values.shape}")
+        values = values.reshape(-1)
+        if not np.isfinite(values).all():
+            raise InputError(f"point field {name!r} has non-finite values")
+        checked[str(name)] = values
+    return checked
 
 
 @dataclass
@@ -109,6 +140,20 @@ class RenderedViews:
     point_screen_xy: np.ndarray
     point_visible: np.ndarray
     view_angles: np.ndarray
+    # derived from pixel_point_index, see covered_pixels(); not an init field, so dataclasses.replace drops it
+    _covered_pixels: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)
+
+    def covered_pixels(self) -> np.ndarray:
+        """(P,) int64 ascending flat indices into ``pixel_point_index`` (K x H x W) of the pixels that show a
+        point. Computed once (render_views hands over its z-buffer's list, so it is free there); do not
+        modify ``pixel_point_index`` in place afterwards."""
+        if self._covered_pixels is None:
+            self._covered_pixels = np.flatnonzero(self.pixel_point_index.reshape(-1) >= 0)
+        return self._covered_pixels
+
+    def cache_covered_pixels(self, pixels: np.ndarray) -> None:
+        """Set what ``covered_pixels`` returns (the renderer: it found them anyway)."""
+        self._covered_pixels = np.asarray(pixels, dtype=np.int64).reshape(-1)
 
     @property
     def num_views(self) -> int:

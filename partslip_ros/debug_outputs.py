@@ -42,12 +42,24 @@ class DebugPublishers:
     def set_enabled(self, enabled: bool) -> None:
         with self._lock:
             if enabled and self._views is None:
-                self._views = self._node.create_publisher(Image, VIEWS_TOPIC, self._qos)
-                self._superpoints = self._node.create_publisher(PointCloud2, SUPERPOINTS_TOPIC, self._qos)
+                self._views = self._create(Image, VIEWS_TOPIC)
+                self._superpoints = self._create(PointCloud2, SUPERPOINTS_TOPIC)
             elif not enabled and self._views is not None:
-                self._node.destroy_publisher(self._views)
-                self._node.destroy_publisher(self._superpoints)
+                destroy = getattr(self._node, "destroy_lifecycle_publisher", self._node.destroy_publisher)
+                destroy(self._views)
+                destroy(self._superpoints)
                 self._views = self._superpoints = None
+
+    def _create(self, msg_type, topic: str):
+        """A lifecycle publisher on a lifecycle node (silent unless it is active; one made while the node is
+        active starts enabled), else a plain one."""
+        create = getattr(self._node, "create_lifecycle_publisher", None)
+        if create is None:
+            return self._node.create_publisher(msg_type, topic, self._qos)
+        publisher = create(msg_type, topic, self._qos)
+        if getattr(self._node, "lifecycle_state", "") == "active":
+            publisher.on_activate(None)
+        return publisher
 
     def publish(self, header, xyz: np.ndarray, result) -> None:
         """Publish what ``result`` carries (``segment(..., keep_views=True)`` for the mosaic); no-op when off."""

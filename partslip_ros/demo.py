@@ -87,7 +87,7 @@ class ResultCollector:
     """Subscribes to the node's outputs and records each result with its wall-clock receive time."""
 
     def __init__(self, rclpy_module, node_fqn: str) -> None:
-        from partslip_msgs.msg import PartSegmentation
+        from partslip_ros.msg import PartSegmentation
         from sensor_msgs.msg import PointCloud2
         from visualization_msgs.msg import MarkerArray
 

@@ -12,7 +12,7 @@ import gc
 import threading
 from typing import Any, Callable, Optional
 
-from partslip_ros.params import GT_INSTANCE_FIELD, GT_LABEL_FIELD, NodeSettings
+from partslip_ros.params import NodeSettings
 
 
 class RunFailure(Exception):
@@ -52,10 +52,11 @@ class GuardedDetector:
         self.detector = detector
         self.name = str(getattr(detector, "name", type(detector).__name__))
 
-    def detect(self, views, part_names):
+    def detect(self, views, part_names, point_fields=None):
         from partslip_core.detect import DetectorError
+        from partslip_core.detect.base import run_detector
         try:
-            return self.detector.detect(views, part_names)
+            return run_detector(self.detector, views, part_names, point_fields)
         except DetectorError:
             raise
         except Exception as error:
@@ -84,15 +85,13 @@ class DetectorCache:
             self._failed.clear()
 
     def get(self, settings: NodeSettings, fused) -> Any:
-        """The detector for this run: a per-run ground-truth detector, or the cached (or newly built) real one."""
-        import numpy as np
-        from partslip_core.detect import ProjectedGroundTruthDetector
-        if settings.uses_ground_truth:
-            if GT_LABEL_FIELD not in fused.extras or GT_INSTANCE_FIELD not in fused.extras:
-                raise RunFailure("missing_ground_truth", "the 'ground_truth' backend needs gt_label/gt_instance "
-                                 "in every cloud of the window (clouds received before the switch lack them)")
-            return ProjectedGroundTruthDetector(fused.extras[GT_LABEL_FIELD].astype(np.int64),
-                                                fused.extras[GT_INSTANCE_FIELD].astype(np.int64))
+        """The cached (or newly built) detector for this run; a run whose fused cloud lacks the per-point fields
+        the backend reads (``BackendInfo.point_fields``) fails first with reason ``missing_point_fields``."""
+        missing = settings.backend_info.missing_fields(fused.extras) if settings.backend_info else ""
+        if missing:
+            raise RunFailure("missing_point_fields", f"detector backend {settings.pipeline.detector.backend!r} "
+                             f"needs the per-point fields {missing} in every cloud of the window (clouds "
+                             "received before the backend was set may lack them)")
         return self.build(settings)
 
     @property

@@ -16,11 +16,12 @@ from sensor_msgs.msg import PointCloud2
 from partslip_ros.fusion import Frame, FrameTransformer, FusionError, transform_points
 from partslip_ros.log_policy import RateLimitedLog
 from partslip_ros.node_state import StatsBook
-from partslip_ros.params import GT_INSTANCE_FIELD, GT_LABEL_FIELD, NodeSettings
+from partslip_ros.params import NodeSettings
 from partslip_ros.pointcloud import CloudFormatError, decode_cloud
 from partslip_ros.window import FrameWindow, StampPolicy
 
-OPTIONAL_FIELDS = (GT_LABEL_FIELD, GT_INSTANCE_FIELD)  # decoded when present (the demo detector's labels)
+INTENSITY_FIELD = "intensity"  # lidar XYZI: shades clouds without rgb (pipeline.render.intensity_albedo)
+OPTIONAL_FIELDS = (INTENSITY_FIELD,)  # decoded when present, with the detector backend's other fields
 
 
 def stamp_ns(stamp) -> int:
@@ -56,7 +57,8 @@ class CloudIntake:
         """Decode, check the stamp, transform into the fixed frame and add to the window, or reject with a reason."""
         try:
             decoded = decode_cloud(msg, require_rgb=settings.require_rgb, extra_fields=settings.extra_fields,
-                                   optional_fields=OPTIONAL_FIELDS, max_points=settings.max_input_points)
+                                   optional_fields=OPTIONAL_FIELDS + settings.optional_fields,
+                                   max_points=settings.max_input_points)
             now_ns = self._clock_ns()
             cloud_ns = stamp_ns(msg.header.stamp) or now_ns  # an unstamped cloud counts as received now
             admission = self.stamps.admit(self.window, cloud_ns, now_ns, settings.window_max_future_s,

@@ -6,9 +6,10 @@ an empty list as a parameter (it has no element type), so "unset" is passed as t
 node reads as no parts. RViz is started only when the rviz2 package is installed; otherwise the launch
 logs why and starts the node alone (a missing rviz2 used to abort the launch and orphan the node).
 
-The other arguments (``namespace``, ``use_sim_time``, ``log_level``, ``input_topic``) are checked here too,
-so a typo stops the launch with a message naming the argument instead of a node that starts and misbehaves. An argument
-left empty leaves the params file's value alone (launch_ros cannot tell "not given" from a default).
+The other arguments (``namespace``, ``use_sim_time``, ``autostart``, ``log_level``, ``input_topic``) are checked
+here too, so a typo stops the launch with a message naming the argument instead of a node that starts and
+misbehaves. An argument left empty leaves the params file's value alone (launch_ros cannot tell "not given" from
+a default).
 """
 
 from __future__ import annotations
@@ -109,9 +110,13 @@ def log_level_arguments(text: str) -> list[str]:
     return ["--ros-args", "--log-level", level]
 
 
-def node_overrides(input_topic: str = "", parts: str = "", use_sim_time: str = "") -> dict[str, Any]:
+def node_overrides(input_topic: str = "", parts: str = "", use_sim_time: str = "",
+                   autostart: str = "") -> dict[str, Any]:
     """Parameters the launch arguments set on top of the params file (only the arguments that were given)."""
     overrides: dict[str, Any] = {}
+    start = bool_argument("autostart", autostart)
+    if start is not None:
+        overrides["autostart"] = start
     topic = topic_argument("input_topic", input_topic)
     if topic is not None:
         overrides["input_topic"] = topic

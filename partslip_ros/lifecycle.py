@@ -16,27 +16,29 @@ behaviour before lifecycle). Transitions requested through the services or ``tri
 
 from __future__ import annotations
 
-from typing import Optional
+import functools
+import traceback
+from typing import Callable, Optional
 
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import PointCloud2
 
 from partslip_ros.detectors import DetectorCache, RunFailure, release_accelerator_memory
 from partslip_ros.param_checks import check_environment, check_finite
-from partslip_ros.params import NodeSettings, SettingsError, settings_from_values
+from partslip_ros.params import NodeSettings, SettingsError, descriptor_for, settings_from_values
 
 AUTOSTART_PARAMETER = "autostart"
 DEACTIVATE_WAIT_S = 5.0  # deactivate waits this long for a run in flight before freeing the detector
-AUTOSTART_DESCRIPTION = ("Configure and activate the node when it starts (lifecycle); false = it waits, "
-                         "unconfigured, for `ros2 lifecycle set <node> configure` then `activate`.")
 
 
 def declare_autostart(node) -> bool:
-    """Declare the read-only ``autostart`` parameter and return its value."""
-    descriptor = ParameterDescriptor(description=AUTOSTART_DESCRIPTION, read_only=True)
-    value = node.declare_parameter(AUTOSTART_PARAMETER, True, descriptor).value
+    """The read-only ``autostart`` parameter's value (declared with the others from the schema,
+    ``node_parameters.NodeParameters.autostart``; declared here for a node that did not)."""
+    if node.has_parameter(AUTOSTART_PARAMETER):
+        value = node.get_parameter(AUTOSTART_PARAMETER).value
+    else:
+        value = node.declare_parameter(AUTOSTART_PARAMETER, True, descriptor_for(AUTOSTART_PARAMETER, True)).value
     if not isinstance(value, bool):
         raise SettingsError(f"{AUTOSTART_PARAMETER} must be true or false; got {value!r}")
     return value
@@ -45,9 +47,9 @@ def declare_autostart(node) -> bool:
 def prepare_detector(detectors: DetectorCache, settings: NodeSettings, custom_detector: bool) -> Optional[str]:
     """Build the configured detector now (weights, device); None when ready, else the reason it cannot be built.
 
-    The ground-truth backend and an injected ``detector_factory`` are built per run from the cloud: nothing to
-    do here. An explicit transition retries a remembered failure (the user may have fixed the files)."""
-    if custom_detector or settings.uses_ground_truth:
+    An injected ``detector_factory`` builds per run from the cloud: nothing to do here. An explicit transition
+    retries a remembered failure (the user may have fixed the files)."""
+    if custom_detector:
         return None
     detectors.forget_failures()
     try:
@@ -65,6 +67,21 @@ def free_detector_memory(detectors: DetectorCache) -> int:
     clear_model_cache()
     release_accelerator_memory()
     return dropped
+
+
+def logged_transition(callback: Callable) -> Callable:
+    """A transition callback whose exception is logged with its traceback and returns ERROR (rclpy turns an
+    exception into ERROR silently); ERROR leads to ``on_error``, which leaves the node unconfigured."""
+    @functools.wraps(callback)
+    def wrapper(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            return callback(self, state)
+        except Exception:
+            name = callback.__name__.removeprefix("on_")
+            self.configure_failure = f"{name} raised: {traceback.format_exc().strip().splitlines()[-1]}"
+            self.get_logger().error(f"{name} failed with an exception:\n{traceback.format_exc()}")
+            return TransitionCallbackReturn.ERROR
+    return wrapper
 
 
 class LifecycleTransitions:
@@ -88,6 +105,7 @@ class LifecycleTransitions:
         """'unconfigured', 'inactive', 'active', 'finalized' (or a transition state)."""
         return self._state_machine.current_state[1]
 
+    @logged_transition
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Validate the parameters against this machine and build the detector; a failure stays unconfigured."""
         try:
@@ -107,12 +125,16 @@ class LifecycleTransitions:
         self.configure_failure = ""
         return super().on_configure(state)
 
+    @logged_transition
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Rebuild the detector a deactivate freed (autostart: configure just built it), then subscribe."""
         if not self._lenient_build:
             reason = prepare_detector(self._detectors, self.settings, self._detector_factory is not None)
             if reason is not None:
                 return self._transition_failed("activate", reason)
+        enabled = super().on_activate(state)  # the lifecycle publishers, before any run can publish
+        if enabled != TransitionCallbackReturn.SUCCESS:
+            return enabled
         topic, qos_name, queue_size, uses_tf = self._input
         # The DDS history only buffers until the executor takes a cloud; the bounded, counted queue is _inbox.
         qos = qos_profile_sensor_data if qos_name == "sensor_data" else QoSProfile(
@@ -128,12 +150,14 @@ class LifecycleTransitions:
             f"parts={list(settings.parts)}; trigger={settings.trigger_mode}; "
             f"fixed_frame={self._intake.transformer.fixed_frame or '(first cloud)'}; "
             f"tf2_ros={'yes' if uses_tf else 'no'}")
-        return super().on_activate(state)
+        return TransitionCallbackReturn.SUCCESS
 
+    @logged_transition
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._go_inactive("deactivated")
-        return super().on_deactivate(state)
+        return super().on_deactivate(state)  # then the lifecycle publishers go silent
 
+    @logged_transition
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Back to unconfigured: no detector, no remembered build failure, an empty window."""
         self._detectors.clear(forget_failures=True)
@@ -144,13 +168,16 @@ class LifecycleTransitions:
         self.get_logger().info("cleaned up: unconfigured")
         return super().on_cleanup(state)
 
+    @logged_transition
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._go_inactive("lifecycle shutdown (finalized)")
         return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition failed with ERROR (an exception): stop, free, silence the publishers -> unconfigured."""
         self._go_inactive("error in a transition")
-        return TransitionCallbackReturn.SUCCESS  # -> unconfigured
+        super().on_deactivate(state)  # the lifecycle publishers (rclpy's on_error leaves them as they were)
+        return TransitionCallbackReturn.SUCCESS
 
     def _transition_failed(self, transition: str, reason: str) -> TransitionCallbackReturn:
         self.configure_failure = reason

@@ -118,8 +118,8 @@ def obb_pose(center: np.ndarray, rotation: np.ndarray) -> Pose:
 
 
 def part_instance_msg(instance, object_centroid: np.ndarray):
-    """partslip_msgs/PartInstance from a partslip_core PartInstance."""
-    from partslip_msgs.msg import PartInstance as PartInstanceMsg
+    """partslip_ros/msg/PartInstance from a partslip_core PartInstance."""
+    from partslip_ros.msg import PartInstance as PartInstanceMsg
     hint = grasp_hint(instance.obb_rotation, instance.obb_extent, instance.centroid, object_centroid)
     msg = PartInstanceMsg(
         instance_id=int(instance.instance_id), label=int(instance.label), label_name=instance.label_name,
@@ -150,8 +150,8 @@ class RunInfo:
 
 
 def part_segmentation_msg(header, xyz: np.ndarray, result, info: RunInfo):
-    """partslip_msgs/PartSegmentation for one run (xyz: the fused cloud the result indexes)."""
-    from partslip_msgs.msg import PartSegmentation
+    """partslip_ros/msg/PartSegmentation for one run (xyz: the fused cloud the result indexes)."""
+    from partslip_ros.msg import PartSegmentation
     centroid = xyz.astype(np.float64).mean(axis=0)
     labeled = result.point_label[result.point_label >= 0]
     counts = np.bincount(labeled, minlength=len(result.part_names))

@@ -3,9 +3,11 @@
 Threads: the executor thread only queues incoming clouds (bounded deque, oldest dropped and
 counted), so callbacks never block. One worker thread decodes, transforms and windows the clouds,
 decides when to run (continuous: every N clouds at most at a max rate; on demand: the services),
-fuses the window, runs ``partslip_core.segment`` and publishes. The two services live on a small
-companion node spun by its own executor, so a service call can wait for a run without stalling
-the subscription. Console script: ``partslip_node --params-file config/segment.yaml``.
+fuses the window, runs ``partslip_core.segment`` and publishes (lifecycle publishers: only while active).
+The two services live on a small companion node spun by its own executor, so a service call can wait for a
+run without stalling the subscription; one MultiThreadedExecutor with callback groups was measured as the
+alternative and not adopted (bench/bench_service_latency.py; partslip_ros/README.md, "Services during a run").
+Console script: ``partslip_node --params-file config/segment.yaml``.
 
 The node is wiring: the input side (``intake``: decoding, stamps and the window in ``window``), one run
 (``runner``: fusion, segmentation, publishing, failure reasons), parameters (``params``, ``param_checks``),
@@ -36,7 +38,8 @@ from partslip_ros.lifecycle import LifecycleTransitions, declare_autostart, free
 from partslip_ros.log_policy import RateLimitedLog, SteadyStateDrops
 from partslip_ros.node_state import (NodeStats, RunOutput, RunRequest, StatsBook, create_service_node,
                                      diagnostic_status)
-from partslip_ros.param_checks import check_environment, check_finite, coerce_value, unknown_keys
+from partslip_ros.param_checks import (SchemaCheckedParameters, check_environment, check_finite, coerce_value,
+                                       unknown_keys)
 from partslip_ros.params import NodeSettings, SettingsError, all_defaults, declare_all, settings_from_values
 from partslip_ros.process import NodeSpinner, ros_argv, run_console  # noqa: F401 - NodeSpinner, ros_argv: re-exported
 from partslip_ros.runner import OUTPUT_QOS, DetectorFactory, Publishers, SegmentRunner  # noqa: F401 - OUTPUT_QOS too
@@ -45,7 +48,7 @@ SHUTDOWN_WAIT_S = 5.0  # a run in flight gets this long to finish and publish; t
 DETECTOR_PARAMETERS = ("pipeline.detector.", "pipeline.device")
 
 
-class PartSlipNode(LifecycleTransitions, LifecycleNode):
+class PartSlipNode(SchemaCheckedParameters, LifecycleTransitions, LifecycleNode):
     """The part segmentation node (a managed lifecycle node); see the module docstring for threads and topics."""
 
     def __init__(self, node_name: str = "partslip_node", *, detector_factory: Optional[DetectorFactory] = None,
@@ -107,10 +110,9 @@ class PartSlipNode(LifecycleTransitions, LifecycleNode):
         return self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
     def _log_backend(self, settings: NodeSettings) -> None:
-        if settings.uses_ground_truth:
-            self.get_logger().warning(
-                "detector backend 'ground_truth': boxes come from the gt_label/gt_instance fields of the input "
-                "clouds (a TEST/DEMO detector for synthetic scans, not a perception model)")
+        info = settings.backend_info
+        if info is not None and info.warning:  # test/demo backends say so (partslip_core.detect.BackendInfo)
+            self.get_logger().warning(info.warning)
         if not settings.parts:
             self.get_logger().warning("parameter 'parts' is empty: runs are skipped until it names at least one part")
 

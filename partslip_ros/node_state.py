@@ -114,7 +114,7 @@ def diagnostic_status(name: str, hardware_id: str, stats: NodeStats, extra: dict
 def create_service_node(node):
     """``~/trigger`` and ``~/segment`` on a companion node (its own executor: a call may wait for a run)."""
     import rclpy
-    from partslip_msgs.srv import SegmentNow
+    from partslip_ros.srv import SegmentNow
     from std_srvs.srv import Trigger
 
     def on_trigger(request, response):

@@ -1,4 +1,5 @@
-"""Parameter hygiene at set time: integer-for-float coercion, unknown keys, and checks that need the machine.
+"""Parameter hygiene at set time: integer-for-float coercion, unknown keys, schema reasons, and checks that need
+the machine.
 
 ROS users write ``0`` and ``1`` for float parameters (``fusion: {voxel_size: 0}``, ``-p window.max_age_s:=0``,
 ``ros2 param set ... fusion.voxel_size 1``); rclpy would reject those as the wrong type, so overrides and
@@ -6,6 +7,8 @@ runtime changes of float parameters are converted here (``coerce_value``). Overr
 declared parameter (``windw.size``) get a warning naming the closest known key. Values that are valid in
 form but cannot work on this machine (a CUDA device that is not there, a weights path that does not exist)
 are rejected with a reason when they are set, not on every later run (``check_environment``).
+``SchemaCheckedParameters`` gives every refused set the schema's reason (and the node's warning line) before
+rclpy's own descriptor range check, which would only say "out of range".
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from partslip_core.models import looks_like_path
-from partslip_ros.params import GROUND_TRUTH_BACKEND, NodeSettings, SettingsError
+from partslip_ros.params import NodeSettings, SettingsError, check_parameter
 
 # Names rclpy or the ROS middleware declare or read themselves; never "unknown".
 _SYSTEM_PREFIXES = ("qos_overrides.", "use_sim_time", "start_type_description_service", "start_parameter_event")
@@ -87,7 +90,7 @@ def check_finite(values: Mapping[str, Any]) -> None:
 def check_backend(settings: NodeSettings) -> None:
     """Unknown detector backends are rejected when set, not on every later run."""
     from partslip_core.detect import available_backends
-    known = available_backends() + [GROUND_TRUTH_BACKEND]
+    known = available_backends()
     backend = settings.pipeline.detector.backend
     if backend not in known:
         raise SettingsError(f"pipeline.detector.backend must be one of {', '.join(known)}; got {backend!r}")
@@ -113,5 +116,43 @@ def check_environment(settings: NodeSettings, custom_detector: bool = False) -> 
     check_device(settings.pipeline.device)
     if not custom_detector:
         check_backend(settings)
-        if not settings.uses_ground_truth:
+        if settings.backend_info.loads_weights:  # known after check_backend
             check_weights(settings.pipeline.detector.weights)
+
+
+class SchemaCheckedParameters:
+    """Node mixin: ``set_parameters`` / ``set_parameters_atomically`` (what ``ros2 param set`` and the parameter
+    services end in) check each new value against its schema field first: a value of the wrong type, outside
+    the declared range, not finite or not one of the choices is refused with the schema's reason ("window.size
+    must be in [1, 100]; got 0" instead of rclpy's "out of range" or "Wrong parameter type, expected '2'") and a
+    "rejected parameter change" warning, as values the node's own validation refuses are. Read-only and
+    undeclared names are left to rclpy (its reason names them)."""
+
+    def set_parameters(self, parameter_list):
+        results = []
+        for parameter in parameter_list:
+            refusal = self._schema_refusal([parameter])
+            results.append(refusal if refusal is not None else super().set_parameters([parameter])[0])
+        return results
+
+    def set_parameters_atomically(self, parameter_list):
+        refusal = self._schema_refusal(parameter_list)
+        return refusal if refusal is not None else super().set_parameters_atomically(parameter_list)
+
+    def _schema_refusal(self, parameter_list):
+        from rcl_interfaces.msg import SetParametersResult
+        for parameter in parameter_list:
+            if parameter.value is None or not self.has_parameter(parameter.name):
+                continue
+            if self.describe_parameter(parameter.name).read_only:
+                continue
+            current = self.get_parameter(parameter.name).value
+            value = coerce_value(current, parameter.value)
+            if self.describe_parameter(parameter.name).dynamic_typing:
+                reason = check_parameter(parameter.name, value)
+            else:
+                reason = type_error(parameter.name, current, value) or check_parameter(parameter.name, value)
+            if reason:
+                self.get_logger().warning(f"rejected parameter change: {reason}")
+                return SetParametersResult(successful=False, reason=reason)
+        return None

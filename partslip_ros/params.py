@@ -1,10 +1,13 @@
 """ROS parameters of the node: declaration with descriptors, validation, and mapping to typed settings.
 
-Node parameters (topics, window, trigger, fusion) are listed in ``NODE_PARAMETERS``. Every field of
-``partslip_core.PipelineConfig`` is exposed as ``pipeline.<section>.<field>`` (``pipeline.device``,
-``pipeline.detector.score_threshold`` ...), generated from the dataclasses so the two never drift;
-their defaults come from ``pipeline.config_file`` when it names a core YAML (else the reference preset).
-``render.views`` is a flat double array [elev0, azim0, elev1, azim1, ...].
+One schema (``partslip_core.schema``) describes every parameter where its value is used: the node's own
+(``NodeParameters``: topics, window, trigger, outputs), ``fusion.*`` (``partslip_core.FusionConfig``,
+which composes the core's ``IsolationConfig``) and ``pipeline.<section>.<field>`` (every field of
+``partslip_core.PipelineConfig``). From each field's declaration come the ROS descriptor (description,
+read-only, integer/floating-point range, choices and other constraints as ``additional_constraints``),
+the per-value check used at start and on every set (``check_parameter``) and the listing
+``python -m partslip_ros.params`` prints. Pipeline defaults come from ``pipeline.config_file`` when it
+names a core YAML (else the reference preset). ``render.views`` is a flat double array [elev0, azim0, ...].
 
 ``settings_from_values`` is pure (no ROS): it turns a {name: value} map into ``NodeSettings`` or
 raises ``SettingsError`` with the reason, which the node returns when it rejects a runtime change.
@@ -12,115 +15,34 @@ raises ``SettingsError`` with the reason, which the node returns when it rejects
 
 from __future__ import annotations
 
-import dataclasses
+import functools
+import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from partslip_ros.fusion import FusionConfig
+from partslip_core.fusion_config import FusionConfig
+from partslip_core.schema import ConfigError, FieldInfo, ParamSpec, check_value, from_flat, walk
+from partslip_core.schema_listing import entry
+from partslip_ros.node_parameters import NodeParameters
 
 PIPELINE_PREFIX = "pipeline."
 FUSION_PREFIX = "fusion."
-TRIGGER_MODES = ("continuous", "on_demand")
-QOS_PROFILES = ("sensor_data", "reliable")
-COLOR_MODES = ("part", "input")
-GROUND_TRUTH_BACKEND = "ground_truth"
-GT_LABEL_FIELD = "gt_label"
-GT_INSTANCE_FIELD = "gt_instance"
 DYNAMIC_PARAMETERS = ("parts",)  # a list or a comma-separated string; validated by parse_parts
+VIEWS = "pipeline.render.views"
+INT64 = (-2 ** 63, 2 ** 63 - 1)
 
 
 class SettingsError(ValueError):
     """A parameter value is invalid; the message names the parameter and the reason."""
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    """One node parameter: default, description, read-only flag and optional numeric range."""
-
-    default: Any
-    description: str
-    read_only: bool = False
-    range: Optional[tuple[float, float]] = None
-
-
-NODE_PARAMETERS: dict[str, ParamSpec] = {
-    "parts": ParamSpec("", "Part names to segment: a list [handle, lid, body] or a comma list \"handle, lid\" "
-                           "(required; empty = unset: runs are skipped)."),
-    "input_topic": ParamSpec("points", "PointCloud2 topic to subscribe to; the relative default follows the "
-                                       "namespace and remaps (--ros-args -r points:=/camera/points).",
-                             read_only=True),
-    "input_qos": ParamSpec("sensor_data", "QoS of the input: sensor_data (best effort) or reliable.", read_only=True),
-    "queue_size": ParamSpec(4, "Bounded input queue; when full the oldest cloud is dropped (counted).",
-                            read_only=True, range=(1, 100)),
-    "max_input_points": ParamSpec(1_000_000, "Clouds with more points are rejected with a warning.",
-                                  range=(1, 100_000_000)),
-    "max_coordinate_m": ParamSpec(10_000.0, "Clouds with a coordinate beyond +-this (m, fixed frame) are rejected "
-                                            "(garbage or a frame mix-up; float32 cannot resolve mm there).",
-                                  range=(1.0, 1e7)),
-    "require_rgb": ParamSpec(True, "Reject clouds without rgb/rgba; false accepts them (rendered shaded by "
-                                   "geometry, see pipeline.render.uncoloured)."),
-    "fixed_frame": ParamSpec("", "Frame the window is fused in and results are published in; '' = the "
-                                 "first cloud's frame.", read_only=True),
-    "use_tf": ParamSpec(True, "Transform clouds with tf2_ros when it is installed.", read_only=True),
-    "tf_timeout_s": ParamSpec(0.1, "How long to wait for a transform per cloud.", range=(0.0, 10.0)),
-    "window.size": ParamSpec(4, "Clouds kept in the fusion window.", range=(1, 100)),
-    "window.max_age_s": ParamSpec(10.0, "Clouds older than this (by stamp, against the node clock) leave "
-                                        "the window; 0 = no age limit.", range=(0.0, 3600.0)),
-    "window.max_future_s": ParamSpec(0.5, "Clouds stamped more than this ahead of the node clock are rejected "
-                                          "(future_stamp): a wrong sensor clock must not pin the window.",
-                                     range=(0.0, 3600.0)),
-    "window.time_jump_s": ParamSpec(5.0, "A cloud stamped more than this before the newest cloud in the window "
-                                         "means time went backwards (bag loop, simulator reset): the window is "
-                                         "cleared (logged once per jump); 0 = only on a node-clock jump.",
-                                    range=(0.0, 3600.0)),
-    "sensor_to_fixed.frame": ParamSpec("", "Without tf2_ros: clouds in this frame are moved into fixed_frame by "
-                                           "the static transform below ('' = off; needs fixed_frame).",
-                                       read_only=True),
-    "sensor_to_fixed.xyz": ParamSpec([0.0, 0.0, 0.0], "Static transform translation (m): the sensor frame's origin "
-                                                      "in fixed_frame.", read_only=True),
-    "sensor_to_fixed.rpy": ParamSpec([0.0, 0.0, 0.0], "Static transform rotation as roll, pitch, yaw (rad, fixed "
-                                                      "axes, as tf2 / static_transform_publisher).", read_only=True),
-    "sensor_to_fixed.quaternion": ParamSpec([0.0, 0.0, 0.0, 0.0], "Static transform rotation as x, y, z, w; all "
-                                                                  "zeros = use rpy instead.", read_only=True),
-    "trigger.mode": ParamSpec("continuous", "continuous: run every every_n_frames clouds at most max_rate_hz; "
-                                            "on_demand: only on the ~/trigger or ~/segment services."),
-    "trigger.every_n_frames": ParamSpec(4, "Continuous mode: new clouds needed before the next run.",
-                                        range=(1, 1000)),
-    "trigger.max_rate_hz": ParamSpec(1.0, "Continuous mode: most runs per second; 0 = no limit.",
-                                     range=(0.0, 100.0)),
-    "service_timeout_s": ParamSpec(300.0, "How long the services wait for a run.", range=(0.1, 3600.0)),
-    "output.color_by": ParamSpec("part", "rgb of the labeled cloud: part (palette, gray = unlabeled) or input."),
-    "output.publish_detections": ParamSpec(True, "Publish vision_msgs/Detection3DArray when vision_msgs is installed."),
-    "debug": ParamSpec(False, "Publish ~/debug/views (rgb8 mosaic of the rendered views with the detector's boxes "
-                              "and part names; built only while subscribed) and ~/debug/superpoints (cloud "
-                              "coloured by superpoint)."),
-    "pipeline.config_file": ParamSpec("", "partslip_core YAML whose values become the pipeline.* defaults.",
-                                      read_only=True),
-}
-
-FUSION_DESCRIPTIONS = {
-    "voxel_size": "Voxel edge (m) of the fused cloud; 0 = no downsampling.",
-    "outlier_neighbors": "Statistical outlier removal neighbours; 0 = off.",
-    "outlier_std_ratio": "Points farther than mean + ratio * std of neighbour distance are outliers.",
-    "outlier_method": "grid: outlier statistics on the voxel grid (no kNN, default); knn: k-NN over voxel centroids.",
-    "crop_enabled": "Keep only points inside [crop_min, crop_max] (fixed frame).",
-    "crop_min": "Crop box lower corner [x, y, z] (m, fixed frame); also cluster_select crop.",
-    "crop_max": "Crop box upper corner [x, y, z] (m, fixed frame); also cluster_select crop.",
-    "plane_distance": "Isolation: points within this distance (m) of a plane belong to it.",
-    "cluster_eps": "Isolation: points closer than this (m) chain into one cluster.",
-    "cluster_min_points": "Isolation: smaller clusters are noise.",
-    "icp_max_distance": "ICP correspondence distance (m).",
-    "seed": "Seed of the random choices (max_points subsampling, plane RANSAC): runs are reproducible.",
-    "isolate_object": "Scene inputs: remove support planes (table, floor) and keep one object cluster "
-                      "(see partslip_core.scene).",
-    "max_planes": "Isolation: most planes removed (largest first).",
-    "plane_min_fraction": "Isolation: a plane must hold this share of the remaining points to count.",
-    "cluster_select": "Isolation: which cluster is the object: largest | nearest (to target_point) | crop "
-                      "(most points inside crop_min/crop_max).",
-    "target_point": "Isolation, cluster_select nearest: the point (fixed frame, m) the object is nearest to.",
-    "icp": "Refine the window's alignment with ICP (open3d) onto the newest cloud.",
-    "max_points": "Fused clouds above this are randomly subsampled (seeded).",
-}
+@functools.lru_cache(maxsize=1)
+def schema_fields() -> dict[str, FieldInfo]:
+    """{ROS name: schema field} of every parameter (defaults: the reference preset's)."""
+    from partslip_core.config import PipelineConfig
+    fields = walk(NodeParameters) + walk(FusionConfig, FUSION_PREFIX) + walk(PipelineConfig, PIPELINE_PREFIX)
+    return {info.name: info for info in fields}
 
 
 def _flatten_value(value: Any) -> Any:
@@ -135,22 +57,41 @@ def _flatten_value(value: Any) -> Any:
     return value
 
 
+def _core_value(name: str, value: Any) -> Any:
+    """ROS value -> the field's core value: [''] stands for an empty string list, views come in flat pairs."""
+    if isinstance(value, (list, tuple)):
+        value = [v for v in value if v != ""]
+    if name == VIEWS and isinstance(value, list):
+        if len(value) == 0 or len(value) % 2:
+            raise SettingsError(f"{VIEWS} must hold [elevation, azimuth] pairs; got {len(value)} values")
+        value = [(value[i], value[i + 1]) for i in range(0, len(value), 2)]
+    return value
+
+
+def check_parameter(name: str, value: Any) -> Optional[str]:
+    """Why ``value`` cannot be parameter ``name`` by its own declaration (type, range, choices, finiteness),
+    else None; relational rules are checked with the whole set (``settings_from_values``)."""
+    info = schema_fields().get(name)
+    if info is None or info.spec.dynamic:
+        return None
+    try:
+        check_value(name, _core_value(name, value), info.type, info.spec)
+    except (ConfigError, SettingsError) as error:
+        return str(error)
+    return None
+
+
 def pipeline_parameter_defaults(config) -> dict[str, Any]:
     """{"pipeline.<section>.<field>": ROS value} for every field of a PipelineConfig."""
-    values: dict[str, Any] = {}
-    for top in dataclasses.fields(config):
-        value = getattr(config, top.name)
-        if dataclasses.is_dataclass(value):
-            for f in dataclasses.fields(value):
-                values[f"{PIPELINE_PREFIX}{top.name}.{f.name}"] = _flatten_value(getattr(value, f.name))
-        else:
-            values[f"{PIPELINE_PREFIX}{top.name}"] = _flatten_value(value)
-    return values
+    return {info.name: _flatten_value(info.default) for info in walk(config, PIPELINE_PREFIX)}
 
 
 def fusion_parameter_defaults() -> dict[str, Any]:
-    defaults = FusionConfig()
-    return {f"{FUSION_PREFIX}{f.name}": _flatten_value(getattr(defaults, f.name)) for f in dataclasses.fields(defaults)}
+    return {info.name: _flatten_value(info.default) for info in walk(FusionConfig, FUSION_PREFIX)}
+
+
+def node_parameter_defaults() -> dict[str, Any]:
+    return {info.name: _flatten_value(info.default) for info in walk(NodeParameters)}
 
 
 def _unflatten_pipeline(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -160,22 +101,11 @@ def _unflatten_pipeline(values: Mapping[str, Any]) -> dict[str, Any]:
         if not name.startswith(PIPELINE_PREFIX) or name == "pipeline.config_file":
             continue
         parts = name[len(PIPELINE_PREFIX):].split(".")
-        if isinstance(value, (list, tuple)):
-            value = [v for v in value if v != ""]  # [''] stands for an empty string list
+        value = _core_value(name, value)
         if len(parts) == 1:
             nested[parts[0]] = value
         else:
             nested.setdefault(parts[0], {})[parts[1]] = value
-    views = nested.get("render", {}).get("views")
-    if views is not None:
-        if len(views) == 0 or len(views) % 2:
-            raise SettingsError(f"pipeline.render.views must hold [elevation, azimuth] pairs; got {len(views)} values")
-        pairs = [(float(views[i]), float(views[i + 1])) for i in range(0, len(views), 2)]
-        bad = [p for p in pairs if not (-90.0 < p[0] < 90.0 and -360.0 <= p[1] <= 360.0)]
-        if bad:
-            raise SettingsError(f"pipeline.render.views: elevation must be in (-90, 90) and azimuth in [-360, 360] "
-                                f"degrees; got {bad[:3]}")
-        nested["render"]["views"] = pairs
     return nested
 
 
@@ -204,12 +134,28 @@ class NodeSettings:
     sensor_to_fixed: Any = None  # partslip_ros.static_transform.StaticTransform or None
 
     @property
-    def uses_ground_truth(self) -> bool:
-        return self.pipeline.detector.backend == GROUND_TRUTH_BACKEND
+    def backend_info(self):
+        """The configured detector backend's registry facts (``partslip_core.detect.BackendInfo``; None = unknown)."""
+        from partslip_core.detect.registry import DetectorError, backend_info
+        try:
+            return backend_info(self.pipeline.detector.backend)
+        except DetectorError:
+            return None
 
     @property
     def extra_fields(self) -> tuple[str, ...]:
-        return (GT_LABEL_FIELD, GT_INSTANCE_FIELD) if self.uses_ground_truth else ()
+        """Per-point fields every input cloud must carry: the backend's preferred set (the ground_truth backend's
+        gt_label/gt_instance), decoded and handed to the detector."""
+        info = self.backend_info
+        return info.point_fields[0] if info is not None and info.point_fields else ()
+
+    @property
+    def optional_fields(self) -> tuple[str, ...]:
+        """Every other field a registered backend reads, decoded when a cloud carries it (so the window still
+        holds them after a runtime backend change)."""
+        from partslip_core.detect.registry import available_backends, backend_info
+        names = (n for b in available_backends() for n in backend_info(b).field_names)
+        return tuple(n for n in dict.fromkeys(names) if n not in self.extra_fields)
 
 
 MAX_PARTS = 64
@@ -247,26 +193,24 @@ def parse_parts(value: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _choice(values: Mapping[str, Any], name: str, allowed: tuple[str, ...]) -> str:
-    value = values[name]
-    if value not in allowed:
-        raise SettingsError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
+def _node_parameters(values: Mapping[str, Any]) -> NodeParameters:
+    names = node_parameter_defaults()
+    try:
+        return from_flat(NodeParameters, {n: _core_value(n, v) for n, v in values.items() if n in names})
+    except ConfigError as error:
+        raise SettingsError(str(error)) from error
 
 
 def _fusion_config(values: Mapping[str, Any]) -> FusionConfig:
-    kwargs = {name[len(FUSION_PREFIX):]: value for name, value in values.items() if name.startswith(FUSION_PREFIX)}
-    for key in ("crop_min", "crop_max", "target_point"):
-        if key in kwargs:
-            kwargs[key] = tuple(float(v) for v in kwargs[key])
+    flat = {name[len(FUSION_PREFIX):]: value for name, value in values.items() if name.startswith(FUSION_PREFIX)}
     try:
-        return FusionConfig(**kwargs)
-    except (TypeError, ValueError) as error:
+        return FusionConfig.from_parameters(flat)
+    except ConfigError as error:
         raise SettingsError(str(error)) from error
 
 
 def _pipeline_config(values: Mapping[str, Any]):
-    from partslip_core.config import ConfigError, config_from_dict
+    from partslip_core.config import config_from_dict
     try:
         return config_from_dict(_unflatten_pipeline(values))
     except ConfigError as error:
@@ -275,23 +219,24 @@ def _pipeline_config(values: Mapping[str, Any]):
 
 def settings_from_values(values: Mapping[str, Any]) -> NodeSettings:
     """Validate a full {parameter name: value} map; raises SettingsError naming the bad parameter."""
+    node = _node_parameters(values)
     return NodeSettings(
         parts=parse_parts(values["parts"]),
-        max_input_points=int(values["max_input_points"]),
-        max_coordinate_m=float(values["max_coordinate_m"]),
-        require_rgb=bool(values["require_rgb"]),
-        tf_timeout_s=float(values["tf_timeout_s"]),
-        window_size=int(values["window.size"]),
-        window_max_age_s=float(values["window.max_age_s"]),
-        window_max_future_s=float(values["window.max_future_s"]),
-        window_time_jump_s=float(values["window.time_jump_s"]),
-        trigger_mode=_choice(values, "trigger.mode", TRIGGER_MODES),
-        every_n_frames=int(values["trigger.every_n_frames"]),
-        max_rate_hz=float(values["trigger.max_rate_hz"]),
-        service_timeout_s=float(values["service_timeout_s"]),
-        color_by=_choice(values, "output.color_by", COLOR_MODES),
-        publish_detections=bool(values["output.publish_detections"]),
-        debug=bool(values["debug"]),
+        max_input_points=node.max_input_points,
+        max_coordinate_m=node.max_coordinate_m,
+        require_rgb=node.require_rgb,
+        tf_timeout_s=node.tf_timeout_s,
+        window_size=node.window.size,
+        window_max_age_s=node.window.max_age_s,
+        window_max_future_s=node.window.max_future_s,
+        window_time_jump_s=node.window.time_jump_s,
+        trigger_mode=node.trigger.mode,
+        every_n_frames=node.trigger.every_n_frames,
+        max_rate_hz=node.trigger.max_rate_hz,
+        service_timeout_s=node.service_timeout_s,
+        color_by=node.output.color_by,
+        publish_detections=node.output.publish_detections,
+        debug=node.debug,
         fusion=_fusion_config(values),
         pipeline=_pipeline_config(values),
         sensor_to_fixed=_static_transform(values),
@@ -308,52 +253,53 @@ def _static_transform(values: Mapping[str, Any]):
 
 def all_defaults(config_file: str = "") -> dict[str, Any]:
     """Every parameter's default: node, fusion, and pipeline (from ``config_file`` when given)."""
-    from partslip_core.config import ConfigError, load_config
+    from partslip_core.config import load_config
     try:
         base = load_config(config_file or None)
     except ConfigError as error:
         raise SettingsError(f"pipeline.config_file: {error}") from error
-    defaults = {name: spec.default for name, spec in NODE_PARAMETERS.items()}
+    defaults = node_parameter_defaults()
     defaults["pipeline.config_file"] = config_file
     defaults.update(fusion_parameter_defaults())
     defaults.update(pipeline_parameter_defaults(base))
     return defaults
 
 
-def _descriptor(name: str, value: Any):
+def descriptor_for(name: str, value: Any):
+    """The ParameterDescriptor of parameter ``name`` (whose ROS value has the type of ``value``) from its schema
+    field: description (+ unit), read_only, an integer or floating-point range for a bounded number, and the
+    constraints in words (choices, exclusive bounds, bounds of array entries) as ``additional_constraints``.
+    A ROS range is inclusive: an exclusive bound is the range's edge and the schema check refuses the edge."""
     from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-    spec = NODE_PARAMETERS.get(name)
-    if spec is not None:
-        descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
-        if spec.range is not None and isinstance(value, bool) is False and isinstance(value, int):
-            low, high = int(spec.range[0]), int(spec.range[1])
-            descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
-        elif spec.range is not None and isinstance(value, float):
-            descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]),
-                                                                  to_value=float(spec.range[1]), step=0.0)]
-        return descriptor
-    if name.startswith(FUSION_PREFIX):
-        key = name[len(FUSION_PREFIX):]
-        text = FUSION_DESCRIPTIONS.get(key, f"Fusion setting {key} (see fusion.FusionConfig).")
-        return ParameterDescriptor(description=text)
-    return ParameterDescriptor(description=f"partslip_core PipelineConfig field {name[len(PIPELINE_PREFIX):]} "
-                                           "(see config/partslip_reference.yaml); changes apply on the next run.")
+    spec: ParamSpec = schema_fields()[name].spec
+    descriptor = ParameterDescriptor(description=spec.doc + (f" Unit: {spec.unit}." if spec.unit else ""),
+                                     read_only=spec.read_only, additional_constraints=spec.constraint_text(),
+                                     dynamic_typing=spec.dynamic)
+    bounded = spec.low is not None or spec.high is not None
+    if bounded and isinstance(value, int) and not isinstance(value, bool):
+        low = INT64[0] if spec.low is None else math.ceil(spec.ge) if spec.ge is not None else math.floor(spec.gt) + 1
+        high = INT64[1] if spec.high is None else math.floor(spec.le) if spec.le is not None else math.ceil(spec.lt) - 1
+        descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
+    elif bounded and isinstance(value, float):
+        low = -sys.float_info.max if spec.low is None else float(spec.low)
+        high = sys.float_info.max if spec.high is None else float(spec.high)
+        descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
+    return descriptor
 
 
 def _declare(node, name: str, default: Any):
-    """Declare one parameter, its override (params file / -p) coerced int -> float first."""
+    """Declare one parameter, its override (params file / -p) coerced int -> float first and checked against
+    the schema (so a bad override stops the node with the schema's reason, not rclpy's)."""
     from partslip_ros.param_checks import coerce_value, type_error
     overrides = getattr(node, "_parameter_overrides", {})  # rclpy's parsed --params-file / -p values
     value = default
     if name in overrides and overrides[name].value is not None:
         value = coerce_value(default, overrides[name].value)
-        problem = None if name in DYNAMIC_PARAMETERS else type_error(name, default, value)
-        if problem:
-            raise SettingsError(problem)
-    descriptor = _descriptor(name, default)
-    if name in DYNAMIC_PARAMETERS:
-        descriptor.dynamic_typing = True
-    return node.declare_parameter(name, value, descriptor, ignore_override=True).value
+        if name not in DYNAMIC_PARAMETERS:
+            problem = type_error(name, default, value) or check_parameter(name, value)
+            if problem:
+                raise SettingsError(problem)
+    return node.declare_parameter(name, value, descriptor_for(name, default), ignore_override=True).value
 
 
 def declare_all(node) -> dict[str, Any]:
@@ -371,3 +317,38 @@ def current_values(node) -> dict[str, Any]:
     """{name: value} of every parameter this module declares."""
     names = list(all_defaults(node.get_parameter("pipeline.config_file").value))
     return {name: node.get_parameter(name).value for name in names}
+
+
+def describe_parameters(config_file: str = "") -> str:
+    """Every parameter of the node: ROS name, ROS type, default, constraints, unit and doc."""
+    lines = []
+    for name, default in all_defaults(config_file).items():
+        spec = schema_fields()[name].spec
+        lines += entry(name, _ros_type(default, spec), default, spec)
+    return "\n".join(lines)
+
+
+def _ros_type(value: Any, spec: ParamSpec) -> str:
+    if spec.dynamic:
+        return "string or string[]"
+    if isinstance(value, list):
+        return "string[]" if value and isinstance(value[0], str) else "double[]"
+    return {bool: "bool", int: "integer", float: "double", str: "string"}[type(value)]
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m partslip_ros.params [CONFIG_FILE]``: list every node parameter."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m partslip_ros.params", description=main.__doc__)
+    parser.add_argument("config_file", nargs="?", default="", help="a pipeline YAML (pipeline.config_file)")
+    args = parser.parse_args(argv)
+    try:
+        print(describe_parameters(args.config_file))
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,7 +25,7 @@ from partslip_ros.debug_outputs import DebugPublishers
 from partslip_ros.detectors import (DetectorCache, GuardedDetector, RunFailure, find_out_of_memory,
                                     release_accelerator_memory)
 from partslip_ros.fusion import FusionError, fuse
-from partslip_ros.intake import CloudIntake
+from partslip_ros.intake import INTENSITY_FIELD, CloudIntake
 from partslip_ros.log_policy import RateLimitedLog
 from partslip_ros.node_state import RunOutput, StatsBook
 from partslip_ros.params import NodeSettings
@@ -37,10 +37,18 @@ DetectorFactory = Callable[[NodeSettings, Any], Any]
 """(settings, fused cloud) -> the Detector for one run; replaces the node's own choice (tests, custom backends)."""
 
 
+def output_publisher(node: Node, msg_type, topic: str, qos):
+    """A lifecycle publisher on a lifecycle node (it publishes only while the node is active: ``publish`` is a
+    no-op while inactive, and rclpy enables/disables it in activate/deactivate), a plain one on a plain node."""
+    create = getattr(node, "create_lifecycle_publisher", None)
+    return create(msg_type, topic, qos) if create is not None else node.create_publisher(msg_type, topic, qos)
+
+
 @dataclass
 class Publishers:
-    """The node's result topics (latched: transient local, depth 1); ``detections`` None without vision_msgs;
-    ``debug`` the debug topics (advertised only while the ``debug`` parameter is true)."""
+    """The node's result topics (latched: transient local, depth 1; lifecycle publishers: silent unless the node is
+    active); ``detections`` None without vision_msgs; ``debug`` the debug topics (advertised only while the
+    ``debug`` parameter is true)."""
 
     cloud: Any
     markers: Any
@@ -50,14 +58,19 @@ class Publishers:
 
     @classmethod
     def create(cls, node: Node, debug: bool = False) -> "Publishers":
-        from partslip_msgs.msg import PartSegmentation
+        from partslip_ros.msg import PartSegmentation
         detections = None
         if messages.has_vision_msgs():
-            detections = node.create_publisher(messages.Detection3DArray, "~/detections", OUTPUT_QOS)
-        return cls(node.create_publisher(PointCloud2, "~/labeled_cloud", OUTPUT_QOS),
-                   node.create_publisher(MarkerArray, "~/markers", OUTPUT_QOS),
-                   node.create_publisher(PartSegmentation, "~/segmentation", OUTPUT_QOS), detections,
+            detections = output_publisher(node, messages.Detection3DArray, "~/detections", OUTPUT_QOS)
+        return cls(output_publisher(node, PointCloud2, "~/labeled_cloud", OUTPUT_QOS),
+                   output_publisher(node, MarkerArray, "~/markers", OUTPUT_QOS),
+                   output_publisher(node, PartSegmentation, "~/segmentation", OUTPUT_QOS), detections,
                    DebugPublishers(node, OUTPUT_QOS, debug))
+
+    @property
+    def enabled(self) -> bool:
+        """False while the lifecycle publishers are disabled (node not active): a result would go nowhere."""
+        return getattr(self.cloud, "is_activated", True)
 
 
 class SegmentRunner:
@@ -119,7 +132,7 @@ class SegmentRunner:
         return RunOutput(ok=False, message=text)
 
     def _detector(self, settings: NodeSettings, fused):
-        """The injected factory's detector, else the cache's (ground truth per run, real ones built once)."""
+        """The injected factory's detector, else the cache's (built once per detector configuration)."""
         if self._detector_factory is not None:
             return self._detector_factory(settings, fused)
         return self._detectors.get(settings, fused)
@@ -136,7 +149,9 @@ class SegmentRunner:
                          up_vector(settings.pipeline.normalize.up_axis))
             self.last_isolation = fused.notes.get("isolation", "")
             detector = GuardedDetector(self._detector(settings, fused))
-            cloud = PointCloud.from_arrays(fused.xyz, fused.rgb)
+            # every decoded per-point field goes to the detector (the ground_truth backend reads gt_label/gt_instance)
+            cloud = PointCloud.from_arrays(fused.xyz, fused.rgb, intensity=fused.extras.get(INTENSITY_FIELD),
+                                           fields=fused.extras)
             result = segment(cloud, list(parts), settings.pipeline, detector, keep_views=settings.debug)
         except FusionError as error:
             raise RunFailure(error.reason, str(error)) from error
@@ -182,6 +197,8 @@ class SegmentRunner:
         if self.closing:
             raise RunFailure("shutting_down", "the node shut down before the result could be published")
         publishers = self._publishers
+        if not publishers.enabled:  # a deactivate that stopped waiting for this run: counted, not silently lost
+            raise RunFailure("deactivated", "the node was deactivated during the run: the result is not published")
         publishers.cloud.publish(cloud)
         publishers.markers.publish(messages.marker_array(header, fused.xyz, result))
         if publishers.detections is not None and settings.publish_detections:

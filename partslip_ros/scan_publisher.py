@@ -19,8 +19,10 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
-from partslip_ros.params import GT_INSTANCE_FIELD, GT_LABEL_FIELD
+from partslip_core.detect.ground_truth import ProjectedGroundTruthDetector
 from partslip_ros.pointcloud import build_cloud, xyz_rgb_columns
+
+GT_LABEL_FIELD, GT_INSTANCE_FIELD = ProjectedGroundTruthDetector.FIELD_NAMES[0]  # the backend's preferred names
 
 
 def scan_to_cloud(header: Header, scan, ground_truth: bool) -> PointCloud2:

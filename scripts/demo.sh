@@ -8,5 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || { echo "demo: no $PY; run: bash scripts/setup_env.sh" >&2; exit 1; }
-"$PY" -c 'import partslip_msgs' 2>/dev/null || bash scripts/build_msgs.sh "$(dirname "$(dirname "$PY")")"
+"$PY" -c 'import partslip_ros.msg' 2>/dev/null || bash scripts/build_msgs.sh "$(dirname "$(dirname "$PY")")"
 exec "$PY" -m partslip_ros.demo "$@"

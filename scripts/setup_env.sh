@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv with everything the package, its tests and the demo need (idempotent, ~1-2 min).
+# Creates .venv with everything the package, its tests and the demo need (idempotent, ~1-2 min): the pip/venv
+# path, no ROS install needed (ROS 2 users build with `colcon build` instead; README "Installing").
 # Usage: bash scripts/setup_env.sh   (VENV=path to use another location)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,6 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -r requirements.txt -r requirements-ros.txt -r requirements-dev.txt
 "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
-if [ -x scripts/build_msgs.sh ]; then
-  bash scripts/build_msgs.sh "$VENV"
-fi
+# The package's messages (partslip_ros.msg / .srv), generated into the source package (msg/README.md).
+bash scripts/build_msgs.sh "$VENV"
 echo "environment ready: $VENV"

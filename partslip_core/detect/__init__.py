@@ -2,9 +2,9 @@
 
 from partslip_core.detect.base import Detector, DetectorError
 from partslip_core.detect.ground_truth import GroundTruthNoise, ProjectedGroundTruthDetector
-from partslip_core.detect.registry import available_backends, build_detector
+from partslip_core.detect.registry import BackendInfo, available_backends, backend_info, build_detector
 
 __all__ = [
     "Detector", "DetectorError", "GroundTruthNoise", "ProjectedGroundTruthDetector",
-    "available_backends", "build_detector",
+    "BackendInfo", "available_backends", "backend_info", "build_detector",
 ]

@@ -318,7 +318,9 @@ class GlipDetector:
         settings = PostprocessSettings(config.score_threshold, config.nms_iou, config.max_detections_per_view)
         return cls(api, demo, checkpoint, settings, target, config.batch_size)
 
-    def detect(self, views: RenderedViews, part_names: Sequence[str]) -> list[ViewDetections]:
+    def detect(self, views: RenderedViews, part_names: Sequence[str],
+               point_fields: Optional[Mapping[str, np.ndarray]] = None) -> list[ViewDetections]:
+        """Exactly K ViewDetections from the images (``point_fields`` is ignored)."""
         names = normalize_part_names(part_names)
         check_fewshot_prompt(self.checkpoint, names)
         caption, tokens_positive = glip_caption(names)

@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -202,8 +202,10 @@ class _HFDetector:
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast("cuda", dtype=torch.float16) if self.half else contextlib.nullcontext()
 
-    def detect(self, views: RenderedViews, part_names: Sequence[str]) -> list[ViewDetections]:
-        """Exactly K ViewDetections; labels index the (normalized) ``part_names`` order."""
+    def detect(self, views: RenderedViews, part_names: Sequence[str],
+               point_fields: Optional[Mapping[str, np.ndarray]] = None) -> list[ViewDetections]:
+        """Exactly K ViewDetections; labels index the (normalized) ``part_names`` order (reads the images only:
+        ``point_fields`` is ignored)."""
         names = normalize_part_names(part_names)
         if self.tuned_parts is not None:
             from partslip_core.finetune.metadata import check_tuned_parts

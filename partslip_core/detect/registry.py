@@ -1,18 +1,56 @@
-"""Build a detector from ``DetectorConfig.backend``. Heavy backends import lazily."""
+"""Build a detector from ``DetectorConfig.backend``, and what each backend needs (``BackendInfo``). Heavy
+backends import lazily."""
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Collection
 
 from partslip_core.config import DetectorConfig, MaskConfig
 from partslip_core.detect.base import Detector, DetectorError
+from partslip_core.detect.ground_truth import ProjectedGroundTruthDetector  # numpy only: a light import
 
-_BUILDERS: dict[str, Callable[[DetectorConfig, str], Detector]] = {}
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What a caller (the ROS node, the CLI) needs to know about a backend without special-casing its name.
+
+    point_fields: the per-point fields ``detect`` reads (``PointCloud.fields``), as alternative sets: a cloud
+    must carry every field of one set; () = none (image-only detectors). The first set is the preferred one
+    (the node requires it of every input cloud). loads_weights: False = nothing to check or download
+    (``pipeline.detector.weights`` is ignored). warning: logged once when the backend is configured (test and
+    demo tools say so). options: keyword arguments ``build_detector`` passes on to the builder.
+    """
+
+    name: str
+    point_fields: tuple[tuple[str, ...], ...] = ()
+    loads_weights: bool = True
+    warning: str = ""
+    options: tuple[str, ...] = ()
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """Every field name of every set, preferred set first, without repeats."""
+        return tuple(dict.fromkeys(name for names in self.point_fields for name in names))
+
+    def missing_fields(self, available: Collection[str]) -> str:
+        """'' when ``available`` holds one complete set, else what is missing (for the error message)."""
+        if not self.point_fields or any(all(n in available for n in names) for names in self.point_fields):
+            return ""
+        return " or ".join("/".join(names) for names in self.point_fields)
 
 
-def register(name: str) -> Callable:
-    def wrap(builder: Callable[[DetectorConfig, str], Detector]) -> Callable:
+_BUILDERS: dict[str, Callable[..., Detector]] = {}
+_INFO: dict[str, BackendInfo] = {}
+
+
+def register(name: str, *, point_fields: tuple[tuple[str, ...], ...] = (), loads_weights: bool = True,
+             warning: str = "", options: tuple[str, ...] = ()) -> Callable:
+    """Decorator: ``builder(config, device, **options)`` builds backend ``name`` (see BackendInfo for the rest)."""
+    def wrap(builder: Callable[..., Detector]) -> Callable:
         _BUILDERS[name] = builder
+        _INFO[name] = BackendInfo(name, tuple(tuple(names) for names in point_fields), loads_weights, warning,
+                                  tuple(options))
         return builder
     return wrap
 
@@ -21,14 +59,22 @@ def available_backends() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def build_detector(config: DetectorConfig, device: str = "cpu") -> Detector:
-    """Build the configured backend; unknown names and missing packages raise DetectorError."""
-    if config.backend == "ground_truth":
-        raise DetectorError("the 'ground_truth' detector projects known part labels: it is a test/eval tool "
-                            "and must be constructed explicitly with ProjectedGroundTruthDetector(labels)")
-    if config.backend not in _BUILDERS:
-        raise DetectorError(f"unknown detector backend {config.backend!r}; known: {', '.join(available_backends())}")
-    return _BUILDERS[config.backend](config, device)
+def backend_info(name: str) -> BackendInfo:
+    """The registered facts about backend ``name``; unknown names raise DetectorError."""
+    if name not in _INFO:
+        raise DetectorError(f"unknown detector backend {name!r}; known: {', '.join(available_backends())}")
+    return _INFO[name]
+
+
+def build_detector(config: DetectorConfig, device: str = "cpu", **options: Any) -> Detector:
+    """Build the configured backend; unknown names, options it does not take and missing packages raise
+    DetectorError."""
+    info = backend_info(config.backend)
+    unknown = sorted(set(options) - set(info.options))
+    if unknown:
+        raise DetectorError(f"detector backend {config.backend!r} takes no option(s) {', '.join(unknown)}"
+                            f" (it takes: {', '.join(info.options) or 'none'})")
+    return _BUILDERS[config.backend](config, device, **options)
 
 
 # Real backends. Each builder imports its module (and through it torch/transformers/GLIP) only when called,
@@ -53,6 +99,17 @@ def _build_owlv2(config: DetectorConfig, device: str) -> Detector:
 def _build_glip(config: DetectorConfig, device: str) -> Detector:
     from partslip_core.detect.glip import GlipDetector
     return GlipDetector.from_config(config, device)
+
+
+@register("ground_truth", point_fields=ProjectedGroundTruthDetector.FIELD_NAMES, loads_weights=False,
+          options=("noise", "seed"),
+          warning="detector backend 'ground_truth': boxes come from the per-point ground truth of the input "
+                  "(gt_label/gt_instance fields) projected into the views: a TEST/DEMO detector for synthetic "
+                  "scans and the evaluation of the 3D stages, not a perception model")
+def _build_ground_truth(config: DetectorConfig, device: str, noise=None, seed: int = 0) -> Detector:
+    """Reads the labels from each cloud's point fields (``ProjectedGroundTruthDetector.FIELD_NAMES``);
+    ``noise`` (GroundTruthNoise) degrades the boxes (``partslip eval --box-noise``)."""
+    return ProjectedGroundTruthDetector(noise=noise, seed=seed)
 
 
 def build_mask_refiner(config: MaskConfig, device: str = "cpu"):

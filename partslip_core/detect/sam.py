@@ -2,7 +2,7 @@
 
 A box covers its part and whatever lies behind or beside it (a mug handle's box covers part of the
 body); a mask does not. ``SamMaskRefiner.refine`` turns every box of every view into a (H, W) bool
-mask that voting (``vote.points_inside_masks``) uses instead of the rectangle.
+mask that voting (``vote_evidence.points_inside_masks``) uses instead of the rectangle.
 
 Batching: the image encoder runs on ``batch_size`` views per pass; the mask decoder then takes all
 boxes of those views as prompts in one pass (views padded to the same box count; a pass holds at

@@ -68,7 +68,7 @@ def test_nan_points_fail_unless_dropped(tmp_path, capsys):
 def test_empty_cloud_and_missing_ground_truth(tmp_path, capsys):
     path = _write(tmp_path, np.random.default_rng(0).random((50, 3)))
     assert main(["segment", path, "--parts", "a", "--detector", "ground_truth", *FAST]) == EXIT_INPUT
-    assert "lacks vertex properties label, instance" in capsys.readouterr().err
+    assert "lacks vertex properties gt_label/gt_instance or label/instance" in capsys.readouterr().err
 
 
 def test_unknown_detector_exits_3(capsys):

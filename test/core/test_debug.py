@@ -122,7 +122,7 @@ class _EmptyDetector:
 
     name = "empty"
 
-    def detect(self, views, part_names):
+    def detect(self, views, part_names, point_fields=None):
         return [ViewDetections.empty() for _ in range(views.num_views)]
 
 
@@ -131,7 +131,7 @@ class _WholeObjectDetector:
 
     name = "whole_object"
 
-    def detect(self, views, part_names):
+    def detect(self, views, part_names, point_fields=None):
         height, width = views.image_size
         return [ViewDetections([[0, 0, width, height]], [0], [0.6]) for _ in range(views.num_views)]
 
@@ -140,8 +140,8 @@ class _EvenViewsDetector(ProjectedGroundTruthDetector):
     """Exact ground-truth boxes in views 0, 2, 4 ... and none in the others: each superpoint is inside
     its part's boxes in about half of the views where it is visible, so its score is about 0.5."""
 
-    def detect(self, views, part_names):
-        found = super().detect(views, part_names)
+    def detect(self, views, part_names, point_fields=None):
+        found = super().detect(views, part_names, point_fields)
         return [d if k % 2 == 0 else ViewDetections.empty() for k, d in enumerate(found)]
 
 
@@ -255,10 +255,10 @@ def test_points_seen_in_no_view_are_explained():
 class _PartsAndWholeObjectDetector(ProjectedGroundTruthDetector):
     """Exact part boxes plus, last in each view, one whole-object box labelled as the first part."""
 
-    def detect(self, views, part_names):
+    def detect(self, views, part_names, point_fields=None):
         height, width = views.image_size
         return [ViewDetections(np.concatenate([d.boxes, [[0, 0, width, height]]]), np.append(d.labels, 0),
-                               np.append(d.scores, 0.6)) for d in super().detect(views, part_names)]
+                               np.append(d.scores, 0.6)) for d in super().detect(views, part_names, point_fields)]
 
 
 def test_boxes_dropped_by_voting_are_marked_in_the_mosaic(chair):

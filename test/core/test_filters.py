@@ -8,7 +8,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 from partslip_core import filters
-from partslip_core.synthetic_scene import flatten, rgbd_tabletop_scan
+from partslip_core.synthetic_scene import flatten, lidar_tabletop_scan, rgbd_tabletop_scan
 
 
 def reference_voxelize(xyz, rgb, labels, voxel):
@@ -59,17 +59,62 @@ def test_voxelize_rejects_non_finite_points_and_keeps_empty_clouds():
     assert filters.voxelize(np.zeros((0, 3), np.float32), None, {}, 0.01).xyz.shape == (0, 3)
 
 
+def row_form_voxelize(xyz, rgb, labels, voxel):
+    """voxelize as it was before it went column by column (commit be00afa): (N, 3) gathers and reduceat."""
+    lower, upper = filters.column_min(xyz), filters.column_max(xyz)
+    scale = np.asarray(1.0 / voxel, xyz.dtype)
+    cells = ((xyz - lower) * scale).astype(np.int64)
+    dims = ((upper - lower) * scale).astype(np.int64) + 1
+    key = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    points = np.diff(np.r_[starts, key.shape[0]])
+    sorted_xyz = xyz[order]
+    centroids = (np.add.reduceat(sorted_xyz.astype(np.float64), starts, axis=0) / points[:, None]).astype(np.float32)
+    colors = (np.add.reduceat(rgb[order].astype(np.float32), starts, axis=0) / points[:, None]).astype(np.float32)
+    group = np.repeat(np.arange(starts.shape[0]), points)
+    offset = sorted_xyz - centroids[group]
+    distance = np.einsum("ij,ij->i", offset, offset)
+    hits = np.flatnonzero(distance == np.minimum.reduceat(distance, starts)[group])
+    first = hits[np.r_[True, group[hits][1:] != group[hits][:-1]]]
+    return centroids, colors, cells[order[starts]], points, labels[order[first]]
+
+
+@pytest.mark.parametrize("make, category, seed", [(rgbd_tabletop_scan, "mug", 0), (rgbd_tabletop_scan, "kettle", 1),
+                                                  (lidar_tabletop_scan, "bottle", 2)])
+def test_voxelize_is_bit_for_bit_the_row_form(make, category, seed):
+    """The column-by-column voxelize adds the same numbers in the same order as the (N, 3) form it replaced."""
+    columns = flatten(make(category, seed))
+    finite = filters.finite_mask(columns["xyz"])
+    xyz, rgb, labels = columns["xyz"][finite], columns["rgb"][finite].astype(np.float32), columns["label"][finite]
+    cloud = filters.voxelize(xyz, rgb, {"label": labels}, 0.005)
+    expected = row_form_voxelize(xyz, rgb, labels, 0.005)
+    for got, want in zip((cloud.xyz, cloud.rgb, cloud.cells, cloud.points, cloud.extras["label"]), expected):
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == want.dtype
+
+
 @pytest.mark.parametrize("shuffle", [False, True])
-def test_grid_neighborhood_sums_match_brute_force(shuffle):
+@pytest.mark.parametrize("integer", [False, True])  # integer counts: the dense-grid path; floats: sorted keys
+def test_grid_neighborhood_sums_match_brute_force(shuffle, integer):
     rng = np.random.default_rng(1)
     cells = np.unique(rng.integers(-6, 7, (900, 3)), axis=0)  # dense enough for full and empty blocks
     if shuffle:
         cells = cells[rng.permutation(len(cells))]
-    weights = rng.uniform(0, 3, len(cells))
+    weights = rng.integers(0, 300, len(cells)) if integer else rng.uniform(0, 3, len(cells))
     sums = filters.grid_neighborhood_sums(cells, weights)
     neighbours = cKDTree(cells).query_ball_point(cells, r=1.0, p=np.inf)  # the 3 x 3 x 3 block
     expected = np.array([weights[n].sum() for n in neighbours])
     np.testing.assert_allclose(sums, expected, rtol=1e-12)
+
+
+def test_dense_and_sorted_neighborhood_sums_agree_on_a_depth_frame(monkeypatch):
+    columns = flatten(rgbd_tabletop_scan("bottle", 2))
+    cloud = filters.voxelize(columns["xyz"][filters.finite_mask(columns["xyz"])], None, {}, 0.005)
+    dense = filters.voxel_inliers(cloud.cells, 20, 2.0)
+    monkeypatch.setattr(filters, "DENSE_GRID_CELLS", 0)  # force the binary-search path
+    np.testing.assert_array_equal(filters.voxel_inliers(cloud.cells, 20, 2.0), dense)
 
 
 def test_voxel_inliers_drop_lone_returns_and_keep_surfaces():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from partslip_core.detect import GroundTruthNoise, ProjectedGroundTruthDetector
-from partslip_core.detect.registry import build_detector
+from partslip_core.detect.registry import backend_info, build_detector
 from partslip_core.config import DetectorConfig
 from partslip_core.detect.base import DetectorError
 from partslip_core.types import RenderedViews
@@ -72,9 +72,22 @@ def test_label_count_mismatch_is_an_error():
         ProjectedGroundTruthDetector(label[:4], instance[:4]).detect(views, ["a", "b"])
 
 
-def test_registry_refuses_to_build_it_implicitly():
-    with pytest.raises(DetectorError, match="test/eval tool"):
-        build_detector(DetectorConfig(backend="ground_truth"))
+def test_registry_backend_reads_the_labels_from_the_point_fields():
+    views, label, instance = _scene()
+    detector = build_detector(DetectorConfig(backend="ground_truth"), seed=3)
+    expected = ProjectedGroundTruthDetector(label, instance, seed=3).detect(views, ["a", "b"])[0]
+    for fields in ({"gt_label": label, "gt_instance": instance}, {"label": label, "instance": instance}):
+        found = detector.detect(views, ["a", "b"], point_fields=fields)[0]
+        np.testing.assert_array_equal(found.boxes, expected.boxes)
+        np.testing.assert_array_equal(found.scores, expected.scores)  # a fresh stream per call: same boxes per cloud
+    with pytest.raises(DetectorError, match="gt_label/gt_instance or label/instance"):
+        detector.detect(views, ["a", "b"], point_fields={"gt_label": label})
+    info = backend_info("ground_truth")
+    assert info.point_fields == ProjectedGroundTruthDetector.FIELD_NAMES and not info.loads_weights
+    assert "TEST/DEMO" in info.warning
+    assert info.missing_fields({"label", "instance"}) == "" and info.missing_fields({"gt_label"})
+    with pytest.raises(DetectorError, match="takes no option"):
+        build_detector(DetectorConfig(backend="ground_truth"), colour="red")
     with pytest.raises(DetectorError, match="unknown detector backend"):
         build_detector(DetectorConfig(backend="yolo9000"))
 
@@ -123,3 +136,30 @@ def test_box_noise_rejects_bad_values():
     with pytest.raises(ValueError, match="drop_probability"):
         BoxNoise(drop_probability=1.5)
     assert BoxNoise.issue_model() == BoxNoise(0.1, 0.3, 1)
+
+
+@pytest.mark.parametrize("category", ["cabinet", "chair"])
+def test_boxes_are_the_pixel_bounds_of_each_instance_in_a_real_render(category, synthetic_objects):
+    """Against a per-view, per-instance loop over a rendered object's index maps (views with the renderer's
+    covered-pixel list and without it give the same boxes)."""
+    import dataclasses
+    from partslip_core.config import RenderConfig
+    from partslip_core.render import render_views
+    obj = synthetic_objects[category]
+    views = render_views(obj.xyz / np.abs(obj.xyz).max(), None,
+                         RenderConfig(views=[(10.0, 0.0), (40.0, 120.0), (-20.0, 300.0)], image_size=160))
+    detector = ProjectedGroundTruthDetector(obj.point_label, obj.point_instance, GroundTruthNoise(min_pixels=5))
+    found = detector.detect(views, obj.part_names)
+    again = ProjectedGroundTruthDetector(obj.point_label, obj.point_instance, GroundTruthNoise(min_pixels=5)).detect(
+        dataclasses.replace(views), obj.part_names)
+    for view, (dets, other) in enumerate(zip(found, again)):
+        np.testing.assert_array_equal(dets.boxes, other.boxes)
+        index = views.pixel_point_index[view]
+        expected = {}
+        for label, instance in {(int(a), int(b)) for a, b in zip(obj.point_label, obj.point_instance) if b >= 0}:
+            shown = np.isin(index, np.flatnonzero((obj.point_label == label) & (obj.point_instance == instance)))
+            rows, cols = np.nonzero(shown)
+            if len(rows) >= 5:
+                expected[(label, cols.min(), rows.min())] = [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
+        got = {(int(label), int(box[0]), int(box[1])): box.tolist() for label, box in zip(dets.labels, dets.boxes)}
+        assert got == expected and len(expected) >= 2

@@ -252,3 +252,51 @@ def test_points_relabelled_one_by_one_leave_their_superpoints_instance():
     groups = group_instances(xyz, sps, votes, views, InstanceConfig())
     assert len(groups.instance_label) == 2 and (groups.point_instance[:3] == -1).all()
     assert (groups.point_instance[3:40] >= 0).all() and (groups.point_instance[40:] >= 0).all()
+
+
+def test_bounds_gap_and_view_bounds_match_plain_formulas():
+    """The vectorized helpers against their definitions (broadcast gap; a loop over groups and views)."""
+    from partslip_core.instances import bounds_gap, instance_view_bounds
+    rng = np.random.default_rng(0)
+    low = torch.from_numpy(rng.random((30, 3)).astype(np.float32))
+    high = low + torch.from_numpy(rng.random((30, 3)).astype(np.float32)) * 0.3
+    gap = torch.maximum(low[:, None, :] - high[None, :, :], low[None, :, :] - high[:, None, :]).amax(dim=2)
+    assert torch.equal(bounds_gap(low, high), gap) and (gap <= 0).any() and (gap > 0).any()
+    screen = torch.from_numpy(rng.random((4, 200, 2)).astype(np.float32) * 100)
+    visible = torch.from_numpy(rng.random((4, 200)) > 0.4)
+    group = torch.from_numpy(rng.integers(-1, 6, 200))
+    group[group == 5] = -1  # group 5 has no points: never seen
+    bounds, seen = instance_view_bounds(group, 6, screen, visible)
+    assert bounds.shape == (6, 4, 4) and seen.shape == (6, 4) and not seen[5].any()
+    for g in range(6):
+        for view in range(4):
+            points = screen[view][(group == g) & visible[view]]
+            assert bool(seen[g, view]) == (len(points) > 0)
+            if len(points):
+                expected = torch.cat([points.min(dim=0).values, points.max(dim=0).values])
+                assert torch.equal(bounds[g, view], expected)
+
+
+def test_pieces_vote_without_point_refinement_is_the_full_vote(rendered_objects):
+    """split_for_instances re-votes on the grid pieces with refine_points off (their point labels are inherited)
+    and with the first vote's box evidence: the same piece votes as the full re-vote."""
+    from dataclasses import fields
+    from partslip_core.config import PipelineConfig
+    from partslip_core.pipeline import split_for_instances
+    from partslip_core.superpoints import split_by_grid
+    from partslip_core.vote_evidence import collect_box_evidence
+    canonical, views, dets, sps, names = rendered_objects("cabinet")
+    config = PipelineConfig()
+    config.vote = VoteConfig(whole_object_rule="explained", uncovered_weight=0.25, prefer_smaller_boxes=True,
+                             part_view_normalization=True, refine_points=True)  # config/segment.yaml's
+    config.instances.split_extent = 0.2
+    votes = vote(sps, views, dets, names, config.vote)
+    evidence = collect_box_evidence(views, dets, names, config.vote)
+    pieces, piece_votes, parent = split_for_instances(canonical.xyz, sps, votes, views, dets, names, config, "cpu",
+                                                      evidence)
+    grid = split_by_grid(canonical.xyz, sps.point_superpoint, 0.2)
+    assert np.array_equal(pieces.point_superpoint, grid)
+    full = vote(pieces, views, dets, names, config.vote)
+    full.superpoint_label, full.point_label = votes.superpoint_label[parent], votes.point_label
+    for field in fields(full):
+        assert np.array_equal(getattr(piece_votes, field.name), getattr(full, field.name)), field.name

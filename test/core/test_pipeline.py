@@ -132,7 +132,7 @@ class _NoBoxes:
     def __init__(self, count=None):
         self.count = count
 
-    def detect(self, views, part_names):
+    def detect(self, views, part_names, point_fields=None):
         return [ViewDetections.empty()] * (self.count if self.count is not None else views.num_views)
 
 

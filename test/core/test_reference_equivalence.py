@@ -1,5 +1,5 @@
 """Our vectorized render / vote / instances give the SAME outputs as the loop reference implementation
-(bench/reference_impl.py, written the way the authors' bbox2seg.py loops) on the same inputs.
+(test/reference_impl/, written the way the authors' bbox2seg.py loops) on the same inputs.
 
 Correctness only, no timing: small clouds, 128 px, 4 views.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.reference_impl import compare, reference_lift, reference_render, same_partition
+from test.reference_impl import compare, reference_lift, reference_render, same_partition
 from partslip_core.config import PipelineConfig
 from partslip_core.detect import GroundTruthNoise, ProjectedGroundTruthDetector
 from partslip_core.instances import group_instances

@@ -116,24 +116,62 @@ def _two_pass_zbuffer(screen_xy, depth, image_size, radius_ndc, znear):
     return torch.stack(maps)
 
 
-@pytest.mark.parametrize("views_per_batch_limit", [None, 1])
-def test_fused_splat_equals_the_two_pass_zbuffer(views_per_batch_limit, monkeypatch):
+_ORACLE_MAPS: dict[float, torch.Tensor] = {}
+
+
+@pytest.mark.parametrize("radius", [0.004, 0.04, 0.1])  # 0.19, 1.92, 4.8 px at 96 px
+@pytest.mark.parametrize("batching", ["default", "one view per z-buffer", "chunks of points"])
+def test_fused_splat_equals_the_two_pass_zbuffer(radius, batching, monkeypatch):
     """Exact equality, including depth ties (duplicated points: the lower index wins), points behind the
-    camera and off-screen, and view batching (a z-buffer budget of one view per scatter)."""
-    from partslip_core import render
-    if views_per_batch_limit is not None:
-        monkeypatch.setattr(render, "_ZBUFFER_PER_BATCH", 1)
+    camera and off-screen, a view that sees no point at all, splat radii with different footprints, and
+    view batching (budgets of one view per z-buffer, of a few hundred points per scatter)."""
+    from partslip_core import splat
+    if batching == "one view per z-buffer":
+        monkeypatch.setattr(splat, "_ZBUFFER_PER_BATCH", {"cpu": 1, "cuda": 1})
+    elif batching == "chunks of points":  # one view per batch, its points in chunks of ~250 (several scatters)
+        monkeypatch.setattr(splat, "_CANDIDATES_PER_BATCH", {"cpu": 5000, "cuda": 5000})
     rng = np.random.default_rng(3)
     xyz = rng.uniform(-1.4, 1.4, size=(3000, 3)).astype(np.float32)
     xyz = np.concatenate([xyz, xyz[:500]])  # exact depth ties
     xyz[500:550, 2] = 3.0  # behind the camera of view (0, 0)
-    cams = look_at_cameras([(0.0, 0.0), (40.0, 120.0), (-20.0, 300.0)], 2.2, 60.0, 0.01, torch.device("cpu"))
+    views = [(0.0, 0.0), (40.0, 120.0), (-20.0, 300.0), (0.0, 180.0)]
+    cams = look_at_cameras(views, 2.2, 60.0, 0.01, torch.device("cpu"))
     screen_xy, depth = project_points(torch.from_numpy(xyz), cams, 96)
-    fused = render.splat_index_maps(screen_xy, depth, 96, 0.04, 0.01)
-    expected = _two_pass_zbuffer(screen_xy, depth, 96, 0.04, 0.01)
+    depth[3] = -1.0  # the last view sees nothing: every point behind its camera
+    fused = splat.splat_index_maps(screen_xy, depth, 96, radius, 0.01)
+    if radius not in _ORACLE_MAPS:  # the same scene for every batching: compute the slow oracle once per radius
+        _ORACLE_MAPS[radius] = _two_pass_zbuffer(screen_xy, depth, 96, radius, 0.01)
+    expected = _ORACLE_MAPS[radius]
     assert torch.equal(fused, expected)
     assert (fused >= 3000).sum() == 0  # duplicates never win a tie against their lower-index twin
-    assert (fused >= 0).float().mean() > 0.2
+    assert (fused[:3] >= 0).float().mean() > (0.01 if radius < 0.01 else 0.2) and (fused[3] == -1).all()
+
+
+@pytest.mark.parametrize("radius_px", [0.3, 1.0, 1.5, 2.0, 2.4, 3.36])
+def test_footprint_holds_every_covered_offset_and_its_certain_ones_are_always_covered(radius_px):
+    """Random sub-pixel positions, the renderer's float32 test: covered offsets lie in the footprint, and the
+    offsets the footprint calls certain (not tested per candidate) are covered at every position."""
+    from partslip_core.splat import Footprint
+    footprint = Footprint.of(radius_px)
+    offsets = list(zip(footprint.rows, footprint.cols))
+    certain = set(offsets[footprint.num_tested:])
+    assert len(set(offsets)) == len(offsets) and footprint.reach <= int(np.ceil(radius_px))
+    rng = np.random.default_rng(0)
+    xy = torch.from_numpy(rng.uniform(0, 400, size=(20000, 2)).astype(np.float32))
+    scale, radius_ndc = 200.0, radius_px / 200.0
+    base = torch.floor(xy).long()
+    reach = int(np.ceil(radius_px)) + 1
+    for row in range(-reach, reach + 1):
+        for col in range(-reach, reach + 1):
+            dx = ((base[:, 0] + col).float() + 0.5 - xy[:, 0]) / scale
+            dy = ((base[:, 1] + row).float() + 0.5 - xy[:, 1]) / scale
+            covered = dx * dx + dy * dy < radius_ndc * radius_ndc
+            if (row, col) in certain:
+                assert covered.all(), (row, col)
+            elif covered.any():
+                assert (row, col) in offsets, (row, col)
+    if radius_px == 2.0:  # the reference settings (0.005 NDC at 800 px): 21 offsets, 5 of them certain
+        assert len(offsets) == 21 and len(certain) == 5
 
 
 def test_auto_backend_is_the_splatter_on_cpu_and_pytorch3d_on_cuda(monkeypatch):
@@ -180,3 +218,95 @@ def test_segment_shades_a_cloud_without_rgb(synthetic_objects):
     result = segment(PointCloud.from_arrays(obj.xyz), obj.part_names, config, detector, keep_views=True)
     grey = result.views.images[0][result.views.pixel_point_index[0] >= 0]
     assert (grey[:, 0] == grey[:, 1]).all() and grey[:, 0].std() > 10  # grey, and not one flat level
+
+
+def test_covered_pixels_are_handed_over_by_the_renderer_and_recomputed_after_replace():
+    import dataclasses
+    rng = np.random.default_rng(4)
+    xyz = rng.uniform(-0.8, 0.8, size=(3000, 3)).astype(np.float32)
+    views = render_views(xyz, None, _config(views=[(10.0, 0.0), (40.0, 120.0)], image_size=96, point_radius=0.03))
+    scan = np.flatnonzero(views.pixel_point_index.reshape(-1) >= 0)
+    assert views._covered_pixels is not None and np.array_equal(views.covered_pixels(), scan)
+    blank = dataclasses.replace(views, pixel_point_index=np.full_like(views.pixel_point_index, -1))
+    assert blank.covered_pixels().size == 0  # a replaced map never reuses the old list
+
+
+def _two_facing_patches():
+    """Two flat patches facing the camera of view (0, 0), side by side: left = points 0..3599, right = 3600.."""
+    grid = np.stack(np.meshgrid(np.linspace(-0.25, 0.25, 60), np.linspace(-0.25, 0.25, 60)), -1).reshape(-1, 2)
+    left = np.c_[grid[:, 0] - 0.4, grid[:, 1], np.zeros(len(grid))]
+    right = np.c_[grid[:, 0] + 0.4, grid[:, 1], np.zeros(len(grid))]
+    return np.concatenate([left, right]).astype(np.float32), len(grid)
+
+
+def test_intensity_is_the_albedo_of_an_uncoloured_cloud():
+    """Same geometry, left patch bright returns (intensity 200), right patch dark (10), a few saturated
+    retro-reflector points (4000) that the robust scaling ignores: with w = 0.5 the dark patch is drawn at
+    half the grey of the bright one, each pixel exactly grey x albedo."""
+    from partslip_core.render import intensity_albedo, shaded_grey
+    xyz, half = _two_facing_patches()
+    intensity = np.r_[np.full(half, 200.0), np.full(half, 10.0)].astype(np.float32)
+    intensity[::500] = 4000.0  # 2% outliers above the 98th percentile
+    config = _config(image_size=128, point_radius=0.02)
+    views = render_views(xyz, None, config, intensity=intensity)
+    plain = render_views(xyz, None, config)
+    index, grey = views.pixel_point_index[0], views.images[0, ..., 0].astype(float)
+    bright, dark = grey[(index >= 0) & (index < half)], grey[index >= half]
+    assert abs(dark.mean() / bright.mean() - 0.5) < 0.02
+    # exact: the shading without intensity times the albedo (1 for the bright points, 0.5 for the dark ones)
+    cams = look_at_cameras(config.views, config.camera_distance, config.fov_degrees, config.znear, torch.device("cpu"))
+    screen, depth = project_points(torch.from_numpy(xyz), cams, config.image_size)
+    albedo = intensity_albedo(torch.from_numpy(intensity), 0.5)
+    assert torch.allclose(albedo[:half][intensity[:half] == 200], torch.ones(1)) and torch.allclose(
+        albedo[half:][intensity[half:] == 10], torch.full((1,), 0.5))
+    level = (shaded_grey(torch.from_numpy(xyz), None, cams, depth, config) * albedo * 255.0).round()[0]
+    covered = index >= 0
+    assert np.array_equal(grey[covered], level.numpy()[index[covered]])
+    assert np.array_equal(views.pixel_point_index, plain.pixel_point_index)
+    assert not np.array_equal(views.images, plain.images)
+
+
+def test_clouds_without_intensity_render_exactly_as_before():
+    """No intensity, constant intensity or intensity_albedo 0 give the plain shading, bit for bit; a cloud with
+    rgb ignores intensity; the plain shading is 0.15 + 0.7 |cos| + 0.15 nearness, rounded (the formula of
+    the previous release)."""
+    xyz, half = _two_facing_patches()
+    config = _config(image_size=128, point_radius=0.02)
+    plain = render_views(xyz, None, config)
+    varied = np.random.default_rng(0).uniform(0, 255, len(xyz)).astype(np.float32)
+    assert np.array_equal(render_views(xyz, None, config, intensity=np.full(len(xyz), 7.0)).images, plain.images)
+    assert np.array_equal(render_views(xyz, None, _config(image_size=128, point_radius=0.02, intensity_albedo=0.0),
+                                       intensity=varied).images, plain.images)
+    rgb = np.full_like(xyz, 0.3)
+    assert np.array_equal(render_views(xyz, rgb, config, intensity=varied).images, render_views(xyz, rgb, config).images)
+    cams = look_at_cameras(config.views, 2.2, 60.0, 0.01, torch.device("cpu"))
+    position = cams.position[0].numpy().astype(np.float64)
+    to_camera = position - xyz
+    facing = np.abs(to_camera[:, 2] / np.linalg.norm(to_camera, axis=1))  # patch normals are +-Z
+    depth = (xyz - position) @ cams.rotation[0].numpy()[:, 2]
+    expected = np.round(255 * np.clip(0.15 + 0.7 * facing + 0.15 * np.clip((3.2 - depth) / 2, 0, 1), 0, 1))
+    index = plain.pixel_point_index[0]
+    covered = index >= 0
+    assert np.abs(plain.images[0, ..., 0][covered] - expected[index[covered]]).max() <= 1  # float32 rounding
+
+
+def test_segment_passes_the_cloud_intensity_to_the_renderer(synthetic_objects):
+    from partslip_core import PipelineConfig, PointCloud, segment
+    from partslip_core.detect import ProjectedGroundTruthDetector
+    from partslip_core.types import InputError
+    obj = synthetic_objects["mug"]
+    config = PipelineConfig()
+    config.render.image_size, config.render.views = 96, [(10.0, 0.0)]
+    intensity = np.where(obj.point_label == obj.point_label.max(), 255.0, 20.0).astype(np.float32)
+
+    def images(cloud):
+        detector = ProjectedGroundTruthDetector(obj.point_label, obj.point_instance, seed=0)
+        return segment(cloud, obj.part_names, config, detector, keep_views=True).views.images
+
+    plain = images(PointCloud.from_arrays(obj.xyz))
+    assert not np.array_equal(images(PointCloud.from_arrays(obj.xyz, intensity=intensity)), plain)
+    assert np.array_equal(images(PointCloud(obj.xyz, intensity=np.full(len(obj.xyz), 3.0))), plain)
+    with pytest.raises(InputError, match="intensity must be numeric with shape"):
+        PointCloud.from_arrays(obj.xyz, intensity=intensity[:-1])
+    with pytest.raises(InputError, match="intensity has non-finite"):
+        PointCloud.from_arrays(obj.xyz, intensity=np.r_[np.nan, intensity[1:]])

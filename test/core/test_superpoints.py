@@ -251,3 +251,141 @@ def test_torch_grid_split_matches_the_numpy_one(synthetic_objects):
     # measured (table, 4000 points, grey): 0.27 with the 0.2 split (small pieces rejoin a neighbour), 0.38 without
     assert largest_extent(split.point_superpoint) < min(0.32, largest_extent(whole.point_superpoint) - 0.05)
     assert np.bincount(split.point_superpoint).min() > config.min_size
+
+
+# --- the fast paths of the torch backend (issue 11) against the straightforward code they replaced -------------
+
+def _reference_coalesce(source, target, weight, num_nodes):
+    """The former _coalesce: torch.unique over int64 keys, self loops masked out first."""
+    low, high = torch.minimum(source, target), torch.maximum(source, target)
+    keep = low != high
+    key = low[keep] * num_nodes + high[keep]
+    unique_key, inverse = torch.unique(key, sorted=True, return_inverse=True)
+    summed = torch.zeros(unique_key.shape[0], dtype=torch.int64).index_add_(0, inverse, weight[keep])
+    return unique_key // num_nodes, unique_key % num_nodes, summed
+
+
+@pytest.mark.parametrize("num_nodes", [50, 46341, 3_000_000])  # int32 keys; the first int64 size; a big cloud
+def test_coalesce_matches_the_unique_based_one(num_nodes):
+    from partslip_core.superpoints_torch import _coalesce
+    rng = np.random.default_rng(num_nodes)
+    source = torch.from_numpy(rng.integers(0, min(num_nodes, 60), 2000))
+    target = torch.from_numpy(rng.integers(0, min(num_nodes, 60), 2000))
+    source[::3] = target[::3]  # self loops
+    source[1:40] = num_nodes - 1  # the largest id
+    weight = torch.from_numpy(rng.integers(0, 2 ** 40, 2000))
+    ours = _coalesce(source, target, weight, num_nodes)
+    reference = _reference_coalesce(source, target, weight, num_nodes)
+    assert all(torch.equal(a, b) and a.dtype == torch.int64 for a, b in zip(ours, reference))
+    only_loops = _coalesce(torch.arange(5), torch.arange(5), torch.ones(5, dtype=torch.int64), 5)
+    assert all(t.numel() == 0 for t in only_loops)
+
+
+def test_best_edges_with_masked_gains_match_the_edge_subset():
+    """Non-candidate edges as gain -inf choose the same neighbours as running on the candidate subset."""
+    from partslip_core.superpoints_torch import _best_edges
+    rng = np.random.default_rng(3)
+    edge_u = torch.from_numpy(rng.integers(0, 100, 600))
+    edge_v = (edge_u + torch.from_numpy(rng.integers(1, 100, 600))) % 100
+    gain = torch.from_numpy(np.round(rng.normal(size=600), 1))  # rounded: many exact ties
+    gain[(edge_u >= 90) | (edge_v >= 90)] = -1.0  # nodes 90-99: no candidate edge
+    positive = gain > 0
+    masked = _best_edges(edge_u, edge_v, torch.where(positive, gain, -torch.inf), 100)
+    subset = _best_edges(edge_u[positive], edge_v[positive], gain[positive], 100)
+    assert torch.equal(masked, subset) and (masked == 100).any() and (masked < 100).any()
+    # the choice itself: highest gain, then the lowest edge index
+    for node in range(100):
+        touching = [(float(gain[e]), -e) for e in range(600) if positive[e] and node in (edge_u[e], edge_v[e])]
+        if touching:
+            best = -max(touching)[1]
+            assert int(masked[node]) == int(edge_v[best] if edge_u[best] == node else edge_u[best])
+        else:
+            assert int(masked[node]) == 100
+
+
+@pytest.mark.parametrize("category", ["chair", "cabinet", "lamp"])
+def test_kd_tree_query_in_leaf_order_is_the_default_query(category, synthetic_objects):
+    """knn_query's tuned k-d tree (sliding midpoint, 32-point leaves, queries in leaf order) returns exactly
+    what scipy's default tree returns: same neighbours, same order, same distances."""
+    from scipy.spatial import cKDTree
+    xyz = _canonical(synthetic_objects[category]).xyz
+    distance, index = knn_query(torch.from_numpy(xyz), 16)
+    points = torch.from_numpy(xyz).numpy()
+    reference_distance, reference_index = cKDTree(points).query(points, k=16)
+    assert np.array_equal(index.numpy(), reference_index)
+    assert np.array_equal(distance.numpy(), reference_distance.astype(np.float32))
+
+
+def test_split_by_grid_keeps_the_row_unique_ids():
+    """The one-key split gives the ids np.unique(axis=0) gave (lexicographic (component, cell) order)."""
+    from partslip_core.superpoints import split_by_grid
+    rng = np.random.default_rng(0)
+    xyz = rng.normal(size=(3000, 3)).astype(np.float32)
+    component = rng.integers(0, 40, 3000)
+    for cell_size in (0.05, 0.3, 10.0):
+        cell = np.floor((xyz - xyz.min(axis=0)) / cell_size).astype(np.int64)
+        rows = np.stack([component, cell[:, 0], cell[:, 1], cell[:, 2]], axis=1)
+        assert np.array_equal(split_by_grid(xyz, component, cell_size), np.unique(rows, axis=0, return_inverse=True)[1])
+
+
+def _reference_best_edges(edge_u, edge_v, gain, num_nodes):
+    """The former _best_edges, run on the candidate subset (gain > -inf) as the merge used to call it."""
+    keep = gain > -torch.inf
+    edge_u, edge_v, gain = edge_u[keep], edge_v[keep], gain[keep]
+    ends = torch.cat([edge_u, edge_v])
+    gains = torch.cat([gain, gain])
+    edge_id = torch.arange(gain.shape[0]).repeat(2)
+    best_gain = torch.full((num_nodes,), -torch.inf, dtype=gain.dtype).scatter_reduce_(0, ends, gains, reduce="amax")
+    is_best = gains == best_gain[ends]
+    best_edge = torch.full((num_nodes,), gain.shape[0], dtype=torch.int64)
+    best_edge.scatter_reduce_(0, ends[is_best], edge_id[is_best], reduce="amin")
+    best = torch.full((num_nodes + 1,), num_nodes, dtype=torch.int64)
+    has = best_edge < gain.shape[0]
+    node = torch.nonzero(has).reshape(-1)
+    chosen = best_edge[has]
+    best[node] = torch.where(edge_u[chosen] == node, edge_v[chosen], edge_u[chosen])
+    return best[:num_nodes]
+
+
+def _reference_knn(xyz, k, method="auto"):
+    from scipy.spatial import cKDTree
+    points = xyz.numpy()
+    distance, index = cKDTree(points).query(points, k=min(k, len(points)))
+    return torch.from_numpy(distance.astype(np.float32)), torch.from_numpy(index.astype(np.int64))
+
+
+@pytest.mark.parametrize("category", ["chair", "cabinet", "robot_arm"])
+def test_torch_partitions_equal_the_straightforward_implementation(category, synthetic_objects, monkeypatch):
+    """End to end: the tuned kNN, coalescing and best-edge code give the same superpoint ids as the
+    plain versions (default k-d tree, torch.unique on int64 keys, masked edge copies). At 20k points on
+    every category and scan kind the same holds (docs/superpoints.md)."""
+    from partslip_core import superpoints_torch
+    canonical = _canonical(synthetic_objects[category])
+    config = SuperpointConfig(backend="torch", normal_max_nn=16)
+    ours = superpoints_torch.torch_superpoints(canonical.xyz, canonical.rgb, None, config)
+    monkeypatch.setattr(superpoints_torch, "knn_query", _reference_knn)
+    monkeypatch.setattr(superpoints_torch, "_coalesce", _reference_coalesce)
+    monkeypatch.setattr(superpoints_torch, "_best_edges", _reference_best_edges)
+    reference = superpoints_torch.torch_superpoints(canonical.xyz, canonical.rgb, None, config)
+    assert np.array_equal(ours, reference) and ours.max() > 10
+
+
+@pytest.mark.parametrize("category", ["chair", "mug", "lamp"])
+def test_normals_equal_the_former_layout(category, synthetic_objects):
+    """normals_from_neighbors in its (N, 3, k) layout gives the float64 covariances, hence the normals, of
+    the former (N, k, 3) computation bit for bit."""
+    xyz = torch.from_numpy(_canonical(synthetic_objects[category]).xyz)
+    distance, index = knn_query(xyz, 16)
+    in_radius = (distance <= 0.1).to(torch.float64)
+    in_radius[:, 0] = 1.0
+    weights = in_radius / in_radius.sum(dim=1)[:, None]
+    patch = xyz.to(torch.float64)[index]  # (N, k, 3)
+    centered = patch - (patch * weights[:, :, None]).sum(dim=1, keepdim=True)
+    covariance = torch.bmm((centered * weights[:, :, None]).transpose(1, 2), centered)
+    from partslip_core.superpoints_torch import smallest_eigenvector
+    normals = smallest_eigenvector(covariance[:, 0, 0], covariance[:, 1, 1], covariance[:, 2, 2], covariance[:, 0, 1],
+                                   covariance[:, 0, 2], covariance[:, 1, 2])
+    centroid = xyz.to(torch.float64).mean(dim=0)
+    normals = torch.where(((normals * (xyz.to(torch.float64) - centroid)).sum(dim=1) < 0)[:, None], -normals, normals)
+    normals = torch.where(in_radius.sum(dim=1)[:, None] < 3, torch.zeros_like(normals), normals)
+    assert torch.equal(normals_from_neighbors(xyz, distance, index, 0.1), normals.to(torch.float32))

@@ -252,3 +252,37 @@ def test_robot_arm_end_to_end_keeps_the_arm(seed):
                          ProjectedGroundTruthDetector(obj.point_label, obj.point_instance))
         ious.append(semantic_iou(result.point_label, obj.point_label, 2)[0])
     assert ious[0] < 0.4 and ious[1] > 0.95, ious
+
+
+# the robust options config/segment.yaml turns on
+_ROBUST = dict(whole_object_rule="explained", uncovered_weight=0.25, prefer_smaller_boxes=True,
+               part_view_normalization=True, refine_points=True)
+
+
+@pytest.mark.parametrize("category", ["chair", "robot_arm"])
+@pytest.mark.parametrize("options", [{}, _ROBUST, dict(_ROBUST, score_weighting=True, reestimate_iterations=2,
+                                                         min_box_agreement=0.5), dict(_ROBUST, adaptive_uncovered=True)])
+def test_shared_box_evidence_gives_the_same_votes(category, options, rendered_objects):
+    """collect_box_evidence once, then votes over two partitions (superpoints, and the grid pieces the
+    pipeline re-votes on): exactly the votes collected from scratch; the evidence is not changed by a vote."""
+    from dataclasses import fields
+    from partslip_core.superpoints import split_by_grid
+    from partslip_core.vote_evidence import collect_box_evidence
+    canonical, views, dets, sps, names = rendered_objects(category)
+    config = VoteConfig(**options)
+    pieces = split_by_grid(canonical.xyz, sps.point_superpoint, 0.2)
+    evidence = collect_box_evidence(views, dets, names, config)
+    kept_before = [b.inside.clone() for b in evidence.kept]
+    for partition in (sps, Superpoints(point_superpoint=pieces, num_superpoints=int(pieces.max()) + 1)):
+        shared = vote(partition, views, dets, names, config, box_evidence=evidence)
+        fresh = vote(partition, views, dets, names, config)
+        for field in fields(fresh):
+            a, b = getattr(shared, field.name), getattr(fresh, field.name)
+            assert a.dtype == b.dtype and np.array_equal(a, b), field.name
+    assert all(torch.equal(a, b.inside) for a, b in zip(kept_before, evidence.kept))
+    other = VoteConfig(**dict(options, whole_object_fraction=0.5))  # other box settings: collected again
+    assert all(np.array_equal(getattr(vote(sps, views, dets, names, other, box_evidence=evidence), f.name),
+                              getattr(vote(sps, views, dets, names, other), f.name)) for f in fields(fresh))
+    with pytest.raises(ValueError, match="box evidence for"):
+        vote(Superpoints(point_superpoint=np.zeros(5, np.int64), num_superpoints=1), views, dets, names, config,
+             box_evidence=evidence)

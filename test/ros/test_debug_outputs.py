@@ -23,7 +23,7 @@ from partslip_ros.scan_publisher import scan_to_cloud
 
 from .conftest import wait_for
 
-pytest.importorskip("partslip_msgs", reason="build it with scripts/build_msgs.sh")
+pytest.importorskip("partslip_ros.msg", reason="build it with scripts/build_msgs.sh")
 
 _names = itertools.count()
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -128,7 +128,7 @@ class NoBoxes:
 
     name = "blind"
 
-    def detect(self, views, part_names):
+    def detect(self, views, part_names, point_fields=None):
         return [ViewDetections(boxes=np.zeros((0, 4), np.float32), labels=np.zeros(0, np.int64),
                                scores=np.zeros(0, np.float32)) for _ in range(views.num_views)]
 

@@ -17,7 +17,6 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pytest
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
@@ -29,19 +28,16 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from partslip_core.detect import DetectorError, ProjectedGroundTruthDetector
-from partslip_ros.params import GT_INSTANCE_FIELD, GT_LABEL_FIELD
 from partslip_ros.scan_publisher import scan_to_cloud
 
-from .conftest import wait_for
-from .test_fuzz import RELIABLE, Outputs, fuzz_node  # noqa: F401 - fuzz_node is a fixture
+from .conftest import RELIABLE, NodeOutputs, wait_for
 
 _names = itertools.count()
 FAILURE_LINE = re.compile(r"no result published: (.*) \[(\w+)\]$", re.S)
 
 
 def ground_truth(fused) -> ProjectedGroundTruthDetector:
-    return ProjectedGroundTruthDetector(fused.extras[GT_LABEL_FIELD].astype(np.int64),
-                                        fused.extras[GT_INSTANCE_FIELD].astype(np.int64))
+    return ProjectedGroundTruthDetector()  # reads gt_label/gt_instance from the run's point fields
 
 
 class Script:
@@ -65,7 +61,7 @@ class Raising:
     def __init__(self, make: Callable[[], BaseException]) -> None:
         self.make = make
 
-    def detect(self, views, part_names):
+    def detect(self, views, part_names, point_fields=None):
         raise self.make()
 
 
@@ -77,7 +73,7 @@ class OutOfMemory:
     def __init__(self) -> None:
         self.activations: weakref.ref | None = None
 
-    def detect(self, views, part_names):
+    def detect(self, views, part_names, point_fields=None):
         activations = torch.ones(4_000_000)
         self.activations = weakref.ref(activations)
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.10 GiB total)")
@@ -91,9 +87,9 @@ class Hanging:
     def __init__(self, inner, release: threading.Event) -> None:
         self.inner, self.release = inner, release
 
-    def detect(self, views, part_names):
+    def detect(self, views, part_names, point_fields=None):
         self.release.wait(60)
-        return self.inner.detect(views, part_names)
+        return self.inner.detect(views, part_names, point_fields)
 
 
 class WrongViewCount:
@@ -104,11 +100,11 @@ class WrongViewCount:
     def __init__(self, inner) -> None:
         self.inner = inner
 
-    def detect(self, views, part_names):
-        return self.inner.detect(views, part_names)[:-1]
+    def detect(self, views, part_names, point_fields=None):
+        return self.inner.detect(views, part_names, point_fields)[:-1]
 
 
-def failure_lines(outputs: Outputs) -> list[tuple[str, str, int]]:
+def failure_lines(outputs: NodeOutputs) -> list[tuple[str, str, int]]:
     """(reason, text, level) of every "no result published" log line of the node."""
     found = [(FAILURE_LINE.search(log.msg), log.level) for log in outputs.logs]
     return [(m.group(2), m.group(1), level) for m, level in found if m]
@@ -133,16 +129,16 @@ def expect_clean_failure(node, outputs, reason: str, count: int = 1) -> str:
 
 def expect_result(node, outputs, msg: PointCloud2, count: int = 1):
     """The count-th result is published (and counted: the counter follows the publication)."""
-    assert wait_for(lambda: len(outputs.segmentations()) == count, timeout=60), node.stats_snapshot()
+    assert wait_for(lambda: len(outputs.segmentations) == count, timeout=60), node.stats_snapshot()
     assert wait_for(lambda: node.stats_snapshot().runs_ok >= count, timeout=10), node.stats_snapshot()
-    seg = outputs.segmentations()[-1]
+    seg = outputs.segmentations[-1]
     assert seg.header.stamp == msg.header.stamp and seg.num_points > 0
     return seg
 
 
-def test_detector_exception_fails_the_run_and_the_next_cloud_is_segmented(fuzz_node, mug_scans):
+def test_detector_exception_fails_the_run_and_the_next_cloud_is_segmented(verbose_node, mug_scans):
     script = Script(lambda gt: Raising(lambda: ValueError("tensor shapes disagree")))
-    node, outputs, _ = fuzz_node(f"faults_{next(_names)}", detector_factory=script)
+    node, outputs, _ = verbose_node(f"faults_{next(_names)}", detector_factory=script)
     send(node, node.submit, mug_scans[1][0])
     text = expect_clean_failure(node, outputs, "detector_error")
     assert "'faulty' raised ValueError: tensor shapes disagree" in text
@@ -153,16 +149,16 @@ def test_detector_exception_fails_the_run_and_the_next_cloud_is_segmented(fuzz_n
     assert stats.runs_ok == 1 and stats.runs_failed == {"detector_error": 1} and script.calls == 2
 
 
-def test_a_detector_error_from_the_backend_is_reported_with_its_message(fuzz_node, mug_scans):
+def test_a_detector_error_from_the_backend_is_reported_with_its_message(verbose_node, mug_scans):
     script = Script(lambda gt: Raising(lambda: DetectorError("grounding_dino: the processor failed")))
-    node, outputs, _ = fuzz_node(f"faults_{next(_names)}", detector_factory=script)
+    node, outputs, _ = verbose_node(f"faults_{next(_names)}", detector_factory=script)
     send(node, node.submit, mug_scans[1][0])
     assert expect_clean_failure(node, outputs, "detector_error") == "grounding_dino: the processor failed"
     expect_result(node, outputs, send(node, node.submit, mug_scans[1][1]))
 
 
-def test_a_pipeline_stage_error_is_an_internal_error_with_a_traceback(fuzz_node, mug_scans):
-    node, outputs, _ = fuzz_node(f"faults_{next(_names)}", detector_factory=Script(WrongViewCount))
+def test_a_pipeline_stage_error_is_an_internal_error_with_a_traceback(verbose_node, mug_scans):
+    node, outputs, _ = verbose_node(f"faults_{next(_names)}", detector_factory=Script(WrongViewCount))
     send(node, node.submit, mug_scans[1][0])
     text = expect_clean_failure(node, outputs, "internal_error")
     assert "RuntimeError" in text and "returned 2 views for 3" in text
@@ -184,7 +180,7 @@ class WrappedOutOfMemory:
 
     name = "owlv2"
 
-    def detect(self, views, part_names):
+    def detect(self, views, part_names, point_fields=None):
         try:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB")
         except torch.OutOfMemoryError as error:
@@ -196,7 +192,7 @@ def oom_wrapped_by_the_backend(gt):
 
 
 @pytest.mark.parametrize("step", [oom_in_detect, oom_while_loading, oom_wrapped_by_the_backend])
-def test_out_of_memory_fails_cleanly_frees_the_run_and_the_next_cloud_is_segmented(fuzz_node, mug_scans,
+def test_out_of_memory_fails_cleanly_frees_the_run_and_the_next_cloud_is_segmented(verbose_node, mug_scans,
                                                                                    monkeypatch, step):
     """CPU stand-in for a CUDA OOM: the node frees the failed run's tensors *before* emptying the CUDA cache."""
     emptied: list[bool] = []
@@ -213,7 +209,7 @@ def test_out_of_memory_fails_cleanly_frees_the_run_and_the_next_cloud_is_segment
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", empty_cache)
-    node, outputs, _ = fuzz_node(f"faults_{next(_names)}", detector_factory=Script(record))
+    node, outputs, _ = verbose_node(f"faults_{next(_names)}", detector_factory=Script(record))
     send(node, node.submit, mug_scans[1][0])
     text = expect_clean_failure(node, outputs, "out_of_memory")
     assert "OutOfMemoryError: CUDA out of memory" in text and "pipeline.render.image_size" in text  # what to change
@@ -223,17 +219,17 @@ def test_out_of_memory_fails_cleanly_frees_the_run_and_the_next_cloud_is_segment
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="a real CUDA out-of-memory needs a GPU")
-def test_real_cuda_out_of_memory_returns_the_memory(fuzz_node, mug_scans):
+def test_real_cuda_out_of_memory_returns_the_memory(verbose_node, mug_scans):
     class Greedy:
         name = "greedy"
 
-        def detect(self, views, part_names):
+        def detect(self, views, part_names, point_fields=None):
             held = torch.empty(256 * 2 ** 20, dtype=torch.uint8, device="cuda")  # noqa: F841 - pinned by this frame
             torch.empty(2 ** 50, dtype=torch.uint8, device="cuda")  # 1 PiB: a genuine OutOfMemoryError
 
     torch.cuda.init()
     baseline = torch.cuda.memory_reserved()
-    node, outputs, _ = fuzz_node(f"faults_{next(_names)}", detector_factory=Script(lambda gt: Greedy()))
+    node, outputs, _ = verbose_node(f"faults_{next(_names)}", detector_factory=Script(lambda gt: Greedy()))
     send(node, node.submit, mug_scans[1][0])
     expect_clean_failure(node, outputs, "out_of_memory")
     assert torch.cuda.memory_reserved() <= baseline + 2 ** 20, "the failed run's 256 MiB stayed reserved"
@@ -245,13 +241,13 @@ def diagnostics_value(node_fqn: str, arrays: list, key: str) -> list[float]:
             for kv in status.values if kv.key == key]
 
 
-def test_a_hanging_detector_leaves_the_node_responsive_and_bounded(fuzz_node, mug_scans, ros):
+def test_a_hanging_detector_leaves_the_node_responsive_and_bounded(verbose_node, mug_scans, ros):
     """While a run hangs: inputs are dropped (counted) beyond the queue, parameters and the trigger answer
     (the trigger with a timeout failure), diagnostics show the stuck run; after it returns, work resumes."""
     release = threading.Event()
     params = {"queue_size": 2, "service_timeout_s": 1.0, "input_qos": "reliable"}
     topic = f"faults_{next(_names)}"
-    node, outputs, source = fuzz_node(topic, params, detector_factory=Script(lambda gt: Hanging(gt, release)))
+    node, outputs, source = verbose_node(topic, params, detector_factory=Script(lambda gt: Hanging(gt, release)))
     fqn = node.get_fully_qualified_name()
     diagnostics: list = []
     source.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
@@ -285,29 +281,20 @@ def test_a_hanging_detector_leaves_the_node_responsive_and_bounded(fuzz_node, mu
     finally:
         release.set()
     # The released run publishes; the two queued clouds are then ingested and run too.
-    assert wait_for(lambda: len(outputs.segmentations()) >= 2, timeout=60), node.stats_snapshot()
+    assert wait_for(lambda: len(outputs.segmentations) >= 2, timeout=60), node.stats_snapshot()
     assert wait_for(lambda: node.stats_snapshot().runs_ok >= 2, timeout=10), node.stats_snapshot()
     stats = node.stats_snapshot()
     assert stats.runs_failed == {} and stats.runs_ok >= 2 and stats.accepted == 3
 
 
-@pytest.fixture(scope="module")
-def tiny_grounding_dino(tmp_path_factory) -> Path:
-    """A real, tiny, random-weight Grounding DINO folder (the core tests' builder)."""
-    pytest.importorskip("transformers")
-    from ..core.detect.conftest import build_tiny_grounding_dino
-    root = tmp_path_factory.mktemp("tiny_gd_node")
-    return build_tiny_grounding_dino(root / "model", root / "scratch")
-
-
-def test_missing_or_corrupt_checkpoint_fails_each_run_until_the_weights_are_fixed(fuzz_node, mug_scans, tmp_path,
+def test_missing_or_corrupt_checkpoint_fails_each_run_until_the_weights_are_fixed(verbose_node, mug_scans, tmp_path,
                                                                                   tiny_grounding_dino):
     empty = tmp_path / "empty"
     empty.mkdir()
     corrupt = Path(shutil.copytree(tiny_grounding_dino, tmp_path / "corrupt"))
     weights = corrupt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
-    node, outputs, _ = fuzz_node(f"faults_{next(_names)}", {
+    node, outputs, _ = verbose_node(f"faults_{next(_names)}", {
         "pipeline.detector.backend": "grounding_dino", "pipeline.detector.weights": str(empty)})
     send(node, node.submit, mug_scans[1][0])
     assert "incomplete" in expect_clean_failure(node, outputs, "detector_error", 1)

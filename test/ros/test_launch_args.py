@@ -76,8 +76,11 @@ def test_launch_description_with_launch_ros_skips_missing_rviz():
                                           "input_topic": "/camera/points", "params_file": str(REPO / "config" /
                                                                                               "segment.yaml")})
     assert module._overrides(context) == {"parts": "", "use_sim_time": True, "input_topic": "/camera/points"}
-    node = module._node(context)[0]
-    assert node.node_name.endswith("partslip_node")
+    context.launch_configurations["autostart"] = "false"
+    assert module._overrides(context)["autostart"] is False
+    node = module._node(context)[0]  # its name resolves when launch executes it (test_demo_and_launch runs it)
+    assert type(node).__name__ == "LifecycleNode"
+    assert (node.node_package, node.node_executable) == ("partslip_ros", "partslip_node")
 
 
 @pytest.mark.parametrize("text, value", [("", None), ("true", True), ("False", False), ("1", True), ("off", False)])
@@ -87,6 +90,7 @@ def test_bool_launch_argument(text, value):
 
 @pytest.mark.parametrize("call, problem", [
     (lambda: bool_argument("use_sim_time", "maybe"), "use_sim_time:='maybe' must be true or false"),
+    (lambda: node_overrides(autostart="later"), "autostart:='later' must be true or false"),
     (lambda: namespace_argument("robot 1"), "namespace:='robot 1' is not a valid ROS namespace"),
     (lambda: namespace_argument("1robot"), "not a valid ROS namespace"),
     (lambda: topic_argument("input_topic", "/camera points"), "input_topic:='/camera points' is not a valid"),
@@ -104,6 +108,8 @@ def test_launch_argument_helpers():
     assert node_overrides() == {}  # nothing given: the params file decides everything
     assert node_overrides("/camera/points", "handle, lid", "false") == {
         "input_topic": "/camera/points", "parts": ["handle", "lid"], "use_sim_time": False}
+    assert node_overrides(autostart="false") == {"autostart": False}
+    assert node_overrides(autostart="True") == {"autostart": True}
     assert resolved_topic("/robot1", "points") == "/robot1/points"
     assert resolved_topic("/robot1", "~/markers") == "/robot1/partslip_node/markers"
     assert resolved_topic("/robot1", "/camera/points") == "/camera/points"

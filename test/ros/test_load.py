@@ -25,7 +25,6 @@ from std_srvs.srv import Trigger
 from partslip_ros.scan_publisher import scan_to_cloud
 
 from .conftest import wait_for
-from .test_fuzz import fuzz_node  # noqa: F401 - fixture
 
 _names = itertools.count()
 QUEUE_SIZE = 4
@@ -64,12 +63,12 @@ def timed(call, timeout: float) -> tuple[float, object]:
 
 
 @pytest.mark.slow
-def test_under_load_the_queue_and_memory_stay_bounded_and_the_node_stays_responsive(fuzz_node, ros):
+def test_under_load_the_queue_and_memory_stay_bounded_and_the_node_stays_responsive(verbose_node, ros):
     from partslip_core.synthetic import make_object
     topic = f"load_{next(_names)}"
     params = {"input_qos": "sensor_data", "queue_size": QUEUE_SIZE, "window.size": 2,
               "pipeline.render.views": [10.0, 0.0, 30.0, 180.0], "fusion.max_points": 20_000}
-    node, outputs, source = fuzz_node(topic, params)
+    node, outputs, source = verbose_node(topic, params)
     clouds = [scan_to_cloud(Header(frame_id="world"), make_object("mug", n, seed=1), True) for n, _, _ in PHASES]
     pub = Publisher(source, source.create_publisher(PointCloud2, topic, qos_profile_sensor_data))
     assert wait_for(lambda: pub.publisher.get_subscription_count() > 0, timeout=10)

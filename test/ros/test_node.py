@@ -19,13 +19,13 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
-from visualization_msgs.msg import Marker, MarkerArray
+from visualization_msgs.msg import Marker
 
-from partslip_ros.node import OUTPUT_QOS, NodeSpinner, PartSlipNode
+from partslip_ros.node import NodeSpinner, PartSlipNode
 from partslip_ros.pointcloud import build_cloud, read_structured, xyz_rgb_columns
 from partslip_ros.scan_publisher import ScanPublisher, scan_to_cloud
 
-from .conftest import SpunNodes, nearest_labels, wait_for
+from .conftest import NodeOutputs, SpunNodes, nearest_labels, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -33,36 +33,20 @@ _names = itertools.count()
 SMALL_RENDER = [Parameter("pipeline.detector.backend", value="ground_truth"),
                 Parameter("pipeline.render.image_size", value=160), Parameter("pipeline.device", value="cpu")]
 
-pytest.importorskip("partslip_msgs", reason="build it with scripts/build_msgs.sh")
-from partslip_msgs.msg import PartSegmentation  # noqa: E402
-from partslip_msgs.srv import SegmentNow  # noqa: E402
+pytest.importorskip("partslip_ros.msg", reason="build it with scripts/build_msgs.sh")
+from partslip_ros.srv import SegmentNow  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
-
-
-class Collector:
-    """Subscribes to a node's three outputs and keeps what arrives (with receive times)."""
-
-    def __init__(self, ros, node_fqn: str) -> None:
-        self.node = ros.create_node(f"collector_{next(_names)}")
-        self.clouds, self.markers, self.segmentations = [], [], []
-        self.node.create_subscription(PointCloud2, f"{node_fqn}/labeled_cloud", self.clouds.append, OUTPUT_QOS)
-        self.node.create_subscription(MarkerArray, f"{node_fqn}/markers", self.markers.append, OUTPUT_QOS)
-        self.node.create_subscription(PartSegmentation, f"{node_fqn}/segmentation", self.segmentations.append,
-                                      OUTPUT_QOS)
-
-    def complete(self, count: int = 1) -> bool:
-        return min(len(self.clouds), len(self.markers), len(self.segmentations)) >= count
 
 
 @pytest.fixture
 def system(ros):
-    """Factory: (PartSlipNode, Collector, publisher node) spun in background threads; torn down in order."""
+    """Factory: (PartSlipNode, NodeOutputs, publisher node) spun in background threads; torn down in order."""
     spun = SpunNodes()
 
     def make(params, topic: str, extra_nodes=()):
         name = f"partslip_test_{next(_names)}"
         node = PartSlipNode(name, parameter_overrides=SMALL_RENDER + [Parameter("input_topic", value=topic)] + params)
-        collector = Collector(ros, node.get_fully_qualified_name())
+        collector = NodeOutputs(ros, node, f"collector_{next(_names)}")
         source = ros.create_node(f"source_{next(_names)}")
         spun.spin(node, collector.node, source, *extra_nodes)
         return node, collector, source
@@ -314,7 +298,7 @@ def test_console_script_with_params_file_serves_another_process(ros, mug_scans, 
     process = subprocess.Popen(args, cwd=REPO, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     client = ros.create_node(f"client_{next(_names)}")
-    collector = Collector(ros, f"/{name}")
+    collector = NodeOutputs(ros, f"/{name}", f"collector_{next(_names)}")
     spinner = NodeSpinner([client, collector.node]).start()
     try:
         pub = client.create_publisher(PointCloud2, "scans_f", RELIABLE)

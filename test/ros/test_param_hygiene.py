@@ -20,7 +20,7 @@ from partslip_ros.params import SettingsError
 
 from .conftest import wait_for
 
-pytest.importorskip("partslip_msgs", reason="build it with scripts/build_msgs.sh")
+pytest.importorskip("partslip_ros.msg", reason="build it with scripts/build_msgs.sh")
 REPO = Path(__file__).resolve().parents[2]
 _names = itertools.count()
 BASE = ["pipeline.device:=cpu", "pipeline.detector.backend:=ground_truth"]
@@ -66,7 +66,7 @@ def test_integers_are_accepted_for_float_parameters_everywhere(node_from_args, t
     node = node_from_args("window.max_age_s:=0", "trigger.max_rate_hz:=2", params_file=params)
     settings = node.settings
     assert settings.fusion.voxel_size == 0.0 and settings.window_max_age_s == 0.0 and settings.max_rate_hz == 2.0
-    assert settings.fusion.target_point == (0.0, 0.0, 1.0)
+    assert settings.fusion.isolation.target_point == (0.0, 0.0, 1.0)  # fusion.target_point: an IsolationConfig field
     assert node.get_parameter("fusion.voxel_size").type_ == Parameter.Type.DOUBLE
     result = node.set_parameters([Parameter("fusion.voxel_size", value=1)])[0]  # as `ros2 param set ... 1` sends it
     assert result.successful, result.reason

@@ -18,7 +18,7 @@ from partslip_ros.static_transform import static_matrix
 
 from .conftest import nearest_labels, wait_for
 
-pytest.importorskip("partslip_msgs", reason="build it with scripts/build_msgs.sh")
+pytest.importorskip("partslip_ros.msg", reason="build it with scripts/build_msgs.sh")
 _names = itertools.count()
 SCENE_PARAMS = {"trigger.mode": "on_demand", "pipeline.render.image_size": 160}  # fusion.*: all defaults
 

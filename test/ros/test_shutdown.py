@@ -24,7 +24,7 @@ from partslip_ros.scan_publisher import make_scans, scan_to_cloud
 
 from .conftest import wait_for
 
-pytest.importorskip("partslip_msgs", reason="build it with scripts/build_msgs.sh")
+pytest.importorskip("partslip_ros.msg", reason="build it with scripts/build_msgs.sh")
 REPO = Path(__file__).resolve().parents[2]
 _names = itertools.count()
 RELIABLE = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)

@@ -16,7 +16,7 @@ from partslip_ros.scan_publisher import scan_to_cloud
 
 from .conftest import wait_for
 
-pytest.importorskip("partslip_msgs", reason="build it with scripts/build_msgs.sh")
+pytest.importorskip("partslip_ros.msg", reason="build it with scripts/build_msgs.sh")
 _names = itertools.count()
 HOUR_NS = 3600 * 10**9
 SHIFT = np.array([5.0, 0.0, 0.0], np.float32)

@@ -18,7 +18,7 @@ from partslip_ros.scan_publisher import scan_to_cloud
 
 from .conftest import wait_for
 
-pytest.importorskip("partslip_msgs", reason="build it with scripts/build_msgs.sh")
+pytest.importorskip("partslip_ros.msg", reason="build it with scripts/build_msgs.sh")
 _names = itertools.count()
 
 
@@ -31,7 +31,7 @@ class BlockingDetector:
         self.release = threading.Event()
         self.entered = threading.Event()
 
-    def detect(self, views, part_names):
+    def detect(self, views, part_names, point_fields=None):
         from partslip_core.types import ViewDetections
         self.entered.set()
         self.release.wait(60)

@@ -1,20 +1,5 @@
-"""A straightforward LOOP implementation of the PartSLIP lifting stages: the baseline of the benchmarks.
-
-This file is slow on purpose. It is written the way the authors' ``src/bbox2seg.py`` is written:
-Python loops over views x superpoints x boxes, ``set`` intersections of superpoint point lists with
-each view's visible points, a per-category union-find over superpoint pairs, and per-instance,
-per-view box IoU checks. The z-buffer (the authors use pytorch3d's compiled rasterizer) is a Python
-loop over points and over the pixels of each point's (2r+1)^2 footprint (about 17 s for 100k points
-x 10 views at 800 px here, so no part of it needed vectorizing). It is not part of the product and
-breaks the "no loops over points" rule knowingly.
-
-What it computes is the semantics of OUR vectorized stages (partslip_core.render / vote /
-instances), so the two can be checked EQUAL on the same inputs (same superpoints, same detections):
-arithmetic is float32 like torch's, comparisons use the same strictness. Where our stages
-deliberately differ from the authors' code, this file follows ours; ``AUTHORS_DIFFERENCES`` lists
-those places. The camera transform (``project_points``) is shared: it is a 3x3 matrix product in
-both implementations and sharing it keeps the inputs of the rasterizer bit-identical.
-"""
+"""The loop voting and instance stages of the reference (the authors' ``bbox2seg.py`` structure): per-view box
+filters, per-superpoint scores from ``set`` intersections, per-part union-find merges, per-view box IoU checks."""
 
 from __future__ import annotations
 
@@ -24,101 +9,11 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
-import torch
 
-from partslip_core.config import InstanceConfig, RenderConfig, VoteConfig
-from partslip_core.render import look_at_cameras, project_points
+from partslip_core.config import InstanceConfig, VoteConfig
 from partslip_core.types import RenderedViews, ViewDetections
 
-F32 = np.float32
-
-AUTHORS_DIFFERENCES = (
-    "whole-object boxes: ours drops a box holding >= 98% of the view's VISIBLE points; the authors test all N "
-    "projected points (hidden ones too) with mean() < 0.98",
-    "small parts: ours lets a small part win only when tied with the best score; in the authors' code the "
-    "small part with the highest index among those scoring >= 0.5 wins, even over a higher-scoring large part",
-    "box fraction vectors (instances.box_profile_normalization): by default (active_boxes) ours normalizes the L1 "
-    "distance by the number of boxes where either superpoint has points inside and treats 'no view sees both' as no "
-    "evidence (distance 0: merge on adjacency); the authors (fraction_sum, also in this file) divide by the larger "
-    "fraction sum and return 1 (never merge) when no view sees both",
-    "adjacency: ours uses gap <= 0.02, the authors gap < 0.02",
-    "instance confirmation: ours uses the kept boxes (whole-object boxes removed) and scores an instance by its "
-    "best matching box; the authors use all boxes of the view and give no score",
-    "robustness options, all off in the reference preset (config/segment.yaml turns most on; docs/quality.md): "
-    "vote.whole_object_rule explained, vote.uncovered_weight, vote.part_view_normalization, "
-    "vote.prefer_smaller_boxes, vote.refine_points, vote.score_weighting, vote.reestimate_iterations / "
-    "min_box_agreement, instances.unconfirmed split, instances.slab_distance, instances.regroup_distance; "
-    "this loop reference implements none of them (the equivalence test runs the reference behaviour)",
-    "the authors skip the inside test when a superpoint's 2D bounds have IoU < 1e-6 with the box, which "
-    "counts a superpoint with one visible point (zero-area bounds) as outside every box; ours does not",
-    "superpoints.backend: the authors run L0 cut pursuit (CPU-only C++); ours adds torch, a greedy L0 merge of the "
-    "same energy on the same graph (partslip_core/superpoints_torch.py, same code on CPU and CUDA), and auto = cut "
-    "pursuit on CPU when pycut-pursuit imports, torch otherwise and always on CUDA. The reference preset keeps auto "
-    "and normal_max_nn 30; config/segment.yaml uses torch with normal_max_nn 16 (docs/superpoints.md). The loop "
-    "reference takes superpoints as an input, so the equivalence test does not cover this stage",
-    "render.backend: the authors rasterize with pytorch3d; ours also has a pure-torch splatter with pytorch3d's "
-    "conventions, and auto (both presets) picks the splatter on CPU and pytorch3d on CUDA when it imports. This "
-    "file's loop z-buffer follows the splatter's rules; test_render.py compares the two backends only where "
-    "pytorch3d is installed",
-    "render.uncoloured: the authors need rgb; a cloud without rgb is rendered shaded (default: headlight Lambert on "
-    "normals + depth, render.shaded_grey) or flat mid grey (flat); clouds with rgb render identically either way",
-    "masks.backend: sam (off by default: none in both presets) is the PartSLIP++ step, a SAM mask per box prompt "
-    "(partslip_core/detect/sam.py; by default clipped to the box grown by masks.clip_margin) used for voting "
-    "instead of the rectangle; PartSLIP's code votes with boxes, as this file does",
-)
-
-
-# ------------------------------------------------------------------------------------------ rendering
-
-def reference_index_map(screen_xy: np.ndarray, depth: np.ndarray, image_size: int, radius_ndc: float,
-                        znear: float) -> np.ndarray:
-    """One view's z-buffer, point by point and pixel by pixel: (N, 2) f32 screen xy + (N,) f32 depth ->
-    (H, W) int64 (-1 = none).
-
-    A pixel is covered when its centre lies strictly within ``radius_ndc`` (NDC units) of the point;
-    the nearest point wins, ties go to the lower index (points are visited in index order). The
-    arithmetic is numpy float32 scalars, so boundary pixels round exactly as in the torch path.
-    """
-    scale, half = F32(image_size / 2.0), F32(0.5)
-    reach = int(math.ceil(radius_ndc * (image_size / 2.0)))
-    radius_sq, near = F32(radius_ndc * radius_ndc), F32(znear)
-    zbuffer = [math.inf] * (image_size * image_size)
-    owner = [-1] * (image_size * image_size)
-    for point in range(screen_xy.shape[0]):
-        if not depth[point] > near:
-            continue
-        x, y = screen_xy[point]
-        col0, row0 = math.floor(x), math.floor(y)
-        point_depth = float(depth[point])
-        for row in range(max(row0 - reach, 0), min(row0 + reach, image_size - 1) + 1):
-            dy = (F32(row) + half - y) / scale
-            for col in range(max(col0 - reach, 0), min(col0 + reach, image_size - 1) + 1):
-                dx = (F32(col) + half - x) / scale
-                pixel = row * image_size + col
-                if dx * dx + dy * dy < radius_sq and point_depth < zbuffer[pixel]:
-                    zbuffer[pixel] = point_depth
-                    owner[pixel] = point
-    return np.asarray(owner, dtype=np.int64).reshape(image_size, image_size)
-
-
-def reference_render(xyz: np.ndarray, rgb: np.ndarray, config: RenderConfig) -> RenderedViews:
-    """K views with the loop z-buffer; same cameras and conventions as partslip_core.render (CPU)."""
-    cameras = look_at_cameras(config.views, config.camera_distance, config.fov_degrees, config.znear,
-                              torch.device("cpu"))
-    screen_t, depth_t = project_points(torch.as_tensor(xyz, dtype=torch.float32), cameras, config.image_size)
-    screen, depth = screen_t.numpy(), depth_t.numpy()
-    maps = np.stack([reference_index_map(screen[k], depth[k], config.image_size, config.point_radius, config.znear)
-                     for k in range(screen.shape[0])])
-    num_points = xyz.shape[0]
-    visible = np.zeros((maps.shape[0], num_points), dtype=bool)
-    for view in range(maps.shape[0]):
-        ids = np.unique(maps[view])
-        visible[view, ids[ids >= 0]] = True
-    colors = np.concatenate([np.asarray(rgb, np.float32) * F32(255.0),
-                             np.asarray(config.background, np.float32)[None, :] * F32(255.0)])
-    images = np.clip(np.round(colors[np.where(maps >= 0, maps, num_points)]), 0, 255).astype(np.uint8)
-    return RenderedViews(images=images, pixel_point_index=maps, point_screen_xy=screen.astype(np.float32),
-                         point_visible=visible, view_angles=np.asarray(config.views, dtype=np.float32))
+F32 = np.float32  # numpy float32 scalars round like torch's float32
 
 
 # ------------------------------------------------------------------------------------------ voting
@@ -384,62 +279,3 @@ def reference_lift(xyz: np.ndarray, point_superpoint: np.ndarray, num_superpoint
     instances = reference_instances(xyz, point_superpoint, votes, views, part_names, instance_config, superpoints)
     timings["instances"] = (time.perf_counter() - start) * 1000.0
     return ReferenceLift(views=None, votes=votes, instances=instances, timings_ms=timings)
-
-
-# ------------------------------------------------------------------------------------------ comparison
-
-def same_partition(first: np.ndarray, second: np.ndarray) -> bool:
-    """True when two (N,) id arrays group the points identically (ids may differ; -1 must match -1)."""
-    first, second = np.asarray(first), np.asarray(second)
-    if first.shape != second.shape or not np.array_equal(first < 0, second < 0):
-        return False
-    pairs = np.unique(np.stack([first, second], axis=1), axis=0)
-    return len(pairs) == len(np.unique(first)) == len(np.unique(second))
-
-
-@dataclass
-class Equivalence:
-    """Result of comparing our outputs with the reference's; ``problems`` says what differs."""
-
-    semantic_equal: bool
-    label_mismatches: int
-    scores_equal: bool
-    partition_equal: bool
-    instance_labels_equal: bool
-    instance_scores_equal: bool
-    problems: list[str]
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def compare(ours_point_label: np.ndarray, ours_scores: np.ndarray, ours_point_instance: np.ndarray,
-            ours_instance_label: np.ndarray, ours_instance_score: np.ndarray, ref: ReferenceLift) -> Equivalence:
-    """Semantic labels per point exactly; instance partitions up to renumbering, with equal labels and scores."""
-    problems = []
-    mismatches = int((np.asarray(ours_point_label) != ref.votes.point_label).sum())
-    if mismatches:
-        problems.append(f"{mismatches} point label(s) differ")
-    scores_equal = np.array_equal(np.asarray(ours_scores, np.float32), ref.votes.superpoint_scores)
-    if not scores_equal:
-        problems.append("superpoint score matrices differ")
-    partition = same_partition(ours_point_instance, ref.instances.point_instance)
-    if not partition:
-        problems.append(f"instance partitions differ ({len(ours_instance_label)} vs "
-                        f"{len(ref.instances.instance_label)} instances)")
-    labels_equal = scores_equal_inst = partition
-    if partition and len(ours_instance_label):
-        ours_ids = np.asarray(ours_point_instance)
-        firsts = np.unique(ours_ids[ours_ids >= 0], return_index=True)[1]
-        points = np.nonzero(ours_ids >= 0)[0][firsts]
-        mapped = ref.instances.point_instance[points]
-        labels_equal = np.array_equal(np.asarray(ours_instance_label)[ours_ids[points]], ref.instances.instance_label[mapped])
-        scores_equal_inst = np.allclose(np.asarray(ours_instance_score)[ours_ids[points]],
-                                        ref.instances.instance_score[mapped], atol=1e-6)
-        if not labels_equal:
-            problems.append("instance labels differ")
-        if not scores_equal_inst:
-            problems.append("instance scores differ")
-    return Equivalence(mismatches == 0, mismatches, bool(scores_equal), bool(partition), bool(labels_equal),
-                       bool(scores_equal_inst), problems)
