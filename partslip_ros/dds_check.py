@@ -41,12 +41,14 @@ def _subscriber(seconds: float) -> None:
     import rclpy
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import PointCloud2
+
+    from partslip_ros.stamps import stamp_to_ns
     rclpy.init()
     node = rclpy.create_node("dds_check_subscriber")
     latencies: list[float] = []
 
     def received(msg) -> None:
-        stamp = msg.header.stamp.sec * 1e9 + msg.header.stamp.nanosec
+        stamp = stamp_to_ns(msg.header.stamp)
         latencies.append((time.time_ns() - stamp) / 1e6)
 
     node.create_subscription(PointCloud2, "dds_check", received, qos_profile_sensor_data)

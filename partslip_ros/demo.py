@@ -34,6 +34,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from partslip_ros.stamps import stamp_to_ns
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -102,7 +104,7 @@ class ResultCollector:
 
     @staticmethod
     def _stamp(msg) -> int:
-        return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+        return stamp_to_ns(msg.header.stamp)
 
     def _on_segmentation(self, msg) -> None:
         self.segmentations.append((time.time_ns(), msg))
@@ -110,7 +112,7 @@ class ResultCollector:
     def _keyed(self, store: dict):
         def callback(msg) -> None:
             header = msg.markers[-1].header if hasattr(msg, "markers") else msg.header
-            store[int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)] = msg
+            store[stamp_to_ns(header.stamp)] = msg
         return callback
 
     def result_for(self, stamp_ns: int):

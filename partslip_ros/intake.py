@@ -18,15 +18,11 @@ from partslip_ros.log_policy import RateLimitedLog
 from partslip_ros.node_state import StatsBook
 from partslip_ros.params import NodeSettings
 from partslip_ros.pointcloud import CloudFormatError, decode_cloud
+from partslip_ros.stamps import stamp_to_ns
 from partslip_ros.window import FrameWindow, StampPolicy
 
 INTENSITY_FIELD = "intensity"  # lidar XYZI: shades clouds without rgb (pipeline.render.intensity_albedo)
 OPTIONAL_FIELDS = (INTENSITY_FIELD,)  # decoded when present, with the detector backend's other fields
-
-
-def stamp_ns(stamp) -> int:
-    """builtin_interfaces/Time -> integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 class CloudIntake:
@@ -60,7 +56,7 @@ class CloudIntake:
                                    optional_fields=OPTIONAL_FIELDS + settings.optional_fields,
                                    max_points=settings.max_input_points)
             now_ns = self._clock_ns()
-            cloud_ns = stamp_ns(msg.header.stamp) or now_ns  # an unstamped cloud counts as received now
+            cloud_ns = stamp_to_ns(msg.header.stamp) or now_ns  # an unstamped cloud counts as received now
             admission = self.stamps.admit(self.window, cloud_ns, now_ns, settings.window_max_future_s,
                                           settings.window_time_jump_s)
             self.window_cleared(admission.cleared)

@@ -12,13 +12,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Duration as DurationMsg
-from builtin_interfaces.msg import Time as TimeMsg
 from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from partslip_ros.pointcloud import build_cloud, xyz_rgb_columns
+from partslip_ros.stamps import ns_to_stamp
 
 try:  # present in a ROS 2 install, not on PyPI
     from vision_msgs.msg import BoundingBox3D, Detection3D, Detection3DArray, ObjectHypothesisWithPose
@@ -133,10 +133,6 @@ def part_instance_msg(instance, object_centroid: np.ndarray):
     return msg
 
 
-def _time_msg(stamp_ns: int) -> TimeMsg:
-    return TimeMsg(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000))
-
-
 @dataclass
 class RunInfo:
     """Provenance of one run for the PartSegmentation message."""
@@ -162,7 +158,7 @@ def part_segmentation_msg(header, xyz: np.ndarray, result, info: RunInfo):
         object_centroid=_point(centroid), object_aabb_min=_point(xyz.min(axis=0)),
         object_aabb_max=_point(xyz.max(axis=0)),
         detector=info.detector, num_input_clouds=int(info.num_input_clouds),
-        window_start=_time_msg(info.window_start_ns), run_id=int(info.run_id),
+        window_start=ns_to_stamp(info.window_start_ns), run_id=int(info.run_id),
         stage_names=list(info.timings_ms), stage_ms=[float(v) for v in info.timings_ms.values()],
         total_ms=float(info.total_ms),
     )

@@ -29,6 +29,7 @@ from partslip_ros.intake import INTENSITY_FIELD, CloudIntake
 from partslip_ros.log_policy import RateLimitedLog
 from partslip_ros.node_state import RunOutput, StatsBook
 from partslip_ros.params import NodeSettings
+from partslip_ros.stamps import ns_to_stamp
 
 OUTPUT_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -164,8 +165,7 @@ class SegmentRunner:
     def _run(self, settings: NodeSettings, parts: Sequence[str]) -> RunOutput:
         started = time.perf_counter()
         fused, result, detector_name = self._segment(settings, parts)
-        header = Header(frame_id=self._intake.transformer.fixed_frame)
-        header.stamp.sec, header.stamp.nanosec = divmod(fused.stamp_ns, 1_000_000_000)
+        header = Header(frame_id=self._intake.transformer.fixed_frame, stamp=ns_to_stamp(fused.stamp_ns))
         self.run_id += 1
         timings = {f"fusion_{k}": v for k, v in fused.timings_ms.items()} | dict(result.timings_ms)
         info = messages.RunInfo(detector_name, fused.num_frames, fused.window_start_ns, self.run_id, timings,

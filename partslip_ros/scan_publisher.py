@@ -21,6 +21,7 @@ from std_msgs.msg import Header
 
 from partslip_core.detect.ground_truth import ProjectedGroundTruthDetector
 from partslip_ros.pointcloud import build_cloud, xyz_rgb_columns
+from partslip_ros.stamps import stamp_to_ns
 
 GT_LABEL_FIELD, GT_INSTANCE_FIELD = ProjectedGroundTruthDetector.FIELD_NAMES[0]  # the backend's preferred names
 
@@ -89,7 +90,7 @@ class ScanPublisher(Node):
             return
         header = Header(frame_id=self.frame_id, stamp=self.get_clock().now().to_msg())
         self.publisher.publish(scan_to_cloud(header, self.scans[self._next % len(self.scans)], self.ground_truth))
-        self.published_stamps_ns.append(int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec))
+        self.published_stamps_ns.append(stamp_to_ns(header.stamp))
         self._next += 1
 
 
