@@ -210,11 +210,17 @@ def _fusion_config(values: Mapping[str, Any]) -> FusionConfig:
 
 
 def _pipeline_config(values: Mapping[str, Any]):
-    from partslip_core.config import config_from_dict
+    from dataclasses import fields
+
+    from partslip_core.config import PipelineConfig, config_from_dict
     try:
         return config_from_dict(_unflatten_pipeline(values))
     except ConfigError as error:
-        raise SettingsError(f"pipeline: {error}") from error
+        # core messages name the field as "render.views: ..." / "vote.x must ..."; say its ROS name
+        message = str(error)
+        head = message.split(maxsplit=1)[0].rstrip(":").split(".")[0] if message else ""
+        known = head in {f.name for f in fields(PipelineConfig)}
+        raise SettingsError(f"{PIPELINE_PREFIX}{message}" if known else f"pipeline: {message}") from error
 
 
 def settings_from_values(values: Mapping[str, Any]) -> NodeSettings:

@@ -50,6 +50,7 @@ def test_pipeline_values_map_into_the_core_config_including_view_pairs():
     ("output__color_by", "rainbow", "output.color_by"),
     ("pipeline__detector__score_threshold", 1.5, "score_threshold"),
     ("pipeline__render__views", [10.0, 0.0, 5.0], "pairs"),
+    ("pipeline__render__views", [95.0, 0.0], "^pipeline.render.views: elevation"),  # a relational check: ROS name
     ("pipeline__device", "tpu", "device"),
     ("fusion__voxel_size", -0.1, "fusion.voxel_size"),
     ("parts", ["lid", "lid"], "duplicates"),
