@@ -5,7 +5,7 @@ Scans (``--scan``): ``rgbd`` = ``synthetic_scene.rgbd_tabletop_scan`` (an object
 (``synthetic.make_object(category, --points, seed)``, what ``bench_node_latency.py`` publishes; isolation keeps
 it whole). Two paths, timed in the same process with ``time.process_time``, alternating, on the same input:
 
-* ``before``: the fusion of commit be00afa (``bench/fusion_before.py``, verbatim): bool-mask row copies,
+* ``before``: the fusion of commit be00afa (its filters.py and scene.py, read with ``git show``): bool-mask row copies,
   row-form ``voxelize``, ``voxel_inliers`` with 18 binary searches, isolation with open3d's ``segment_plane``
   and ``cluster_dbscan``;
 * ``after``: today's row copies (indices + ``np.take``, as ``fusion._Cloud.keep``), ``filters.voxelize``
@@ -39,8 +39,7 @@ import numpy as np  # noqa: E402
 import open3d as o3d  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fusion_before  # noqa: E402
+from bench.common import module_at_commit  # noqa: E402
 from partslip_core import filters, scene  # noqa: E402
 from partslip_core.fusion_config import FusionConfig  # noqa: E402
 from partslip_core.synthetic import make_object  # noqa: E402
@@ -48,8 +47,11 @@ from partslip_core.synthetic_scene import flatten, lidar_tabletop_scan, rgbd_tab
 from partslip_ros.fusion import Frame, fuse  # noqa: E402
 
 STAGES = ("finite", "voxel", "outliers", "isolation", "total")
+BEFORE = "be00afa"
+filters_before = module_at_commit(BEFORE, "partslip_core/filters.py", "filters_before")
+scene_before = module_at_commit(BEFORE, "partslip_core/scene.py", "scene_before")
 PATHS = {  # name -> (voxelize, voxel_inliers, isolate_object)
-    "before": (fusion_before.voxelize, fusion_before.voxel_inliers, fusion_before.isolate_object),
+    "before": (filters_before.voxelize, filters_before.voxel_inliers, scene_before.isolate_object),
     "after": (filters.voxelize, filters.voxel_inliers, scene.isolate_object),
 }
 

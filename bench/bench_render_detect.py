@@ -12,11 +12,8 @@ pipeline with each pair. Outputs are compared first (index maps, images, visibil
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +23,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import module_at_commit  # noqa: E402
 from partslip_core import pipeline  # noqa: E402
 from partslip_core import render as new_render  # noqa: E402
 from partslip_core.config import PipelineConfig  # noqa: E402
@@ -37,26 +35,14 @@ from partslip_core.types import PointCloud  # noqa: E402
 BEFORE = "be00afa"
 
 
-def load_before(path: str, name: str):
-    source = subprocess.run(["git", "-C", str(REPO), "show", f"{BEFORE}:{path}"], capture_output=True, text=True,
-                            check=True).stdout
-    file = Path(tempfile.mkdtemp()) / f"{name}.py"
-    file.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, file)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=11)
     parser.add_argument("--category", default="chair")
     parser.add_argument("--points", type=int, default=20000)
     args = parser.parse_args()
-    old_render = load_before("partslip_core/render.py", "render_before")
-    old_gt = load_before("partslip_core/detect/ground_truth.py", "ground_truth_before")
+    old_render = module_at_commit(BEFORE, "partslip_core/render.py", "render_before")
+    old_gt = module_at_commit(BEFORE, "partslip_core/detect/ground_truth.py", "ground_truth_before")
     torch.set_num_threads(1)
     obj = make_object(args.category, args.points, seed=0)
     config = PipelineConfig()

@@ -1,10 +1,14 @@
-"""Helpers shared by the benchmark scripts: timing, statistics, the result table, environment notes."""
+"""Helpers shared by the benchmark scripts: timing, statistics, the result table, environment notes, old code."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -102,3 +106,20 @@ def write_json(path: Optional[str], payload: dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)))
     print(f"wrote {out}")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def module_at_commit(commit: str, path: str, name: str):
+    """The module at ``path`` as it was at ``commit`` (``git show``), imported as ``name``: benches time the
+    code before a change next to today's without keeping a copy of it. Needs the repository's history."""
+    source = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:{path}"], capture_output=True, text=True,
+                            check=True).stdout
+    file = Path(tempfile.mkdtemp()) / f"{name}.py"
+    file.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
