@@ -35,3 +35,11 @@ def open3d_one_thread():
     o3d.utility.set_max_threads(1)
     yield o3d
     o3d.utility.set_max_threads(previous)
+
+
+def open3d_plane(o3d, xyz: np.ndarray, distance: float, iterations: int, seed: int):
+    """open3d's segment_plane: (4,) plane as it returns it and the inlier indices (the RANSAC tests' oracle)."""
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(xyz, np.float64)))
+    o3d.utility.random.seed(seed)
+    plane, inliers = cloud.segment_plane(distance_threshold=distance, ransac_n=3, num_iterations=iterations)
+    return np.asarray(plane, np.float64), np.asarray(inliers, np.int64)

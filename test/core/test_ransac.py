@@ -8,14 +8,7 @@ import pytest
 
 from partslip_core import ransac
 
-from .conftest import scene_points
-
-
-def open3d_plane(o3d, xyz: np.ndarray, distance: float, iterations: int, seed: int):
-    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz))
-    o3d.utility.random.seed(seed)
-    plane, inliers = cloud.segment_plane(distance_threshold=distance, ransac_n=3, num_iterations=iterations)
-    return np.asarray(plane, np.float64), np.asarray(inliers, np.int64)
+from .conftest import open3d_plane, scene_points
 
 
 def test_the_triples_are_open3d_draws(open3d_one_thread):

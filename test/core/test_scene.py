@@ -11,7 +11,7 @@ from partslip_core.normalize import up_vector
 from partslip_core.scene import IsolationConfig, isolate_object
 from partslip_core.synthetic_scene import flatten, lidar_tabletop_scan, rgbd_tabletop_scan
 
-from .conftest import scene_points, voxelized
+from .conftest import open3d_plane, scene_points, voxelized
 
 
 @pytest.mark.parametrize("make", [rgbd_tabletop_scan, lidar_tabletop_scan])
@@ -112,31 +112,22 @@ def open3d_fit_plane(xyz, distance, iterations, seed):
     import open3d as o3d
     if xyz.shape[0] > scene.RANSAC_SAMPLE:
         xyz = xyz[np.random.default_rng(seed).choice(xyz.shape[0], scene.RANSAC_SAMPLE, replace=False)]
-    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz.astype(np.float64)))
-    o3d.utility.random.seed(seed)
-    plane, _ = cloud.segment_plane(distance_threshold=distance, ransac_n=3, num_iterations=iterations)
-    plane = np.asarray(plane, np.float64)
+    plane, _ = open3d_plane(o3d, xyz, distance, iterations, seed)
     return plane / np.linalg.norm(plane[:3])
 
 
 @pytest.mark.parametrize("scan", ["rgbd mug 0", "rgbd kettle 1", "rgbd bottle 2", "lidar mug 0", "lidar kettle 1",
                                   "lidar bottle 2", "object chair 0", "object lamp 4", "object cart 4"])
-def test_isolation_is_what_open3d_gave_with_and_without_open3d(scan, monkeypatch):
+def test_isolation_is_what_open3d_gave_with_and_without_open3d(scan, monkeypatch, open3d_one_thread):
     """Issue 11: the numpy RANSAC and DBSCAN change speed only. Same keep mask and summary as with open3d's
     segment_plane + cluster_dbscan (open3d on one thread: on several its RANSAC is not reproducible), and the
     same again without open3d (partslip_core.dbscan instead of cluster_dbscan)."""
-    o3d = pytest.importorskip("open3d")
     kind, category, seed = scan.split()
     xyz = scene_points(kind, category, int(seed))
     ours = isolate_object(xyz)
-    previous = o3d.utility.get_max_threads()
-    o3d.utility.set_max_threads(1)
-    try:
-        with monkeypatch.context() as patch:
-            patch.setattr(scene, "fit_plane", open3d_fit_plane)
-            theirs = isolate_object(xyz)
-    finally:
-        o3d.utility.set_max_threads(previous)
+    with monkeypatch.context() as patch:
+        patch.setattr(scene, "fit_plane", open3d_fit_plane)
+        theirs = isolate_object(xyz)
     monkeypatch.setattr(scene, "_o3d", None)
     without = isolate_object(xyz)
     assert ours.summary() == theirs.summary() == without.summary()
