@@ -174,6 +174,12 @@ class VoteConfig:
     refine_conflict_score: float = param(0.0, ge=0.0, le=1.0, doc="refine_points: a point whose own score for its "
                                                                   "superpoint's label is below this may take any part "
                                                                   "(two coplanar fronts in one superpoint); 0 = off.")
+    refine_tie_margin: float = param(0.0, ge=0.0, le=1.0, doc="refine_points: > 0, a point that only ties with the "
+                                     "smaller-box part stays with its superpoint when most of that part's points beat "
+                                     "every other part by this margin (a mug handle's root); 0 = ties always move.")
+    refine_conflict_min_weight: float = param(1.0, ge=0.0, le=1.0, doc="refine_conflict_score with adaptive_uncovered: "
+                                              "only between parts whose uncovered weight is at least this (1 = parts "
+                                              "the detector never missed).")
     part_view_normalization: bool = param(False, doc="A part's score counts only the views where it has a box ...")
     min_part_views: int = param(3, ge=1, doc="... if it has boxes in at least this many views (else all views count).")
     specific_part_margin: float = param(0.0, ge=0.0, le=1.0, doc="prefer_smaller_boxes: a part whose boxes are at "
@@ -197,6 +203,13 @@ class VoteConfig:
                                                 "to uncovered_weight (partslip_core/detector_recall.py).")
     background_hit_rate: float = param(0.01, gt=0.0, lt=0.5, doc="adaptive_uncovered: how often a point of no "
                                                                  "part falls inside a box of a given part.")
+    estimate_background: bool = param(False, doc="adaptive_uncovered: when the object has unlabeled surfaces (a "
+                                      "cabinet's carcass), estimate each part's background hit rate and miss rate "
+                                      "from the views (binomial mixtures, partslip_core/detector_recall.py).")
+    background_separation: float = param(0.6, gt=0.0, le=1.0, doc="estimate_background: a group of points counts as "
+                                         "unlabeled surface when boxes cover it at most this x as often as the rest.")
+    background_min_share: float = param(0.1, ge=0.0, le=1.0, unit="fraction", doc="estimate_background: ... and it "
+                                        "holds at least this share of the visible points.")
 
     def __post_init__(self) -> None:
         check(self)

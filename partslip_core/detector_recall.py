@@ -20,6 +20,20 @@ without other parts' boxes) is the likelihood-ratio test between "the point is o
 of p with probability 1 - m_p, in no box with probability m_p) and "the point is of no part" (inside a
 box of p with probability f = ``vote.background_hit_rate``): w = log((1 - f) / m) / log((1 - m) / f),
 clamped to [uncovered_weight, 1] (1 when m = 0).
+
+``estimated_rates`` (``vote.estimate_background``): f is not the same for every object. Where the object has
+surfaces no named part covers (a cabinet's carcass: 70% of its points), 2D boxes of large flat parts (doors)
+also hold much of it, seen at an angle or through a sparse render: f is 0.2-0.35 there, and with f = 0.01 a
+carcass point inside a door box in one view of four passes for door. Both rates can be read off the views:
+per point, the views where it is inside any box, over the views where it is visible, fall in two groups
+when the object has such surfaces (covered in 30-40% of views against 75-100% for part points). A
+two-component binomial mixture over points finds them (``binomial_mixture``); the second group counts as
+unlabeled surface only when it is covered at most ``background_separation`` x as often as the first and holds
+``background_min_share`` of the points. A robot arm's or a mug's points whose boxes were dropped in some views
+form a second group too, but one covered 0.65-0.8x as often: there the estimate is not used (measured in
+docs/quality.md). Each part's background hit rate is then its hit rate (inside its boxes, over the views where
+the part has a box) over that group, and a mixture of the part's own hits gives its miss rate; the miss rate
+used is the smaller of that and the box-count estimate (a part boxed in every view keeps weight 1).
 """
 
 from __future__ import annotations
@@ -58,13 +72,84 @@ def weight_for_miss_rate(miss_rate: np.ndarray, floor: float, background_hit_rat
     return np.clip(weight, floor, 1.0)
 
 
+def binomial_mixture(hits: torch.Tensor, trials: torch.Tensor, iterations: int = 40
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two-component binomial mixture per row, fitted by EM: hits, trials (R, N) integer counts (trials 0 = the
+    point takes no part). Returns (R,) float64 hit rate of the frequent component, of the rare one and the rare
+    one's share, and (R, N) each point's probability of belonging to the rare one (0 where trials is 0). Started
+    at 0.9 / 0.1 / 0.5, so the components keep their roles. The counts are small (at most one per view), so EM
+    runs over the histogram of (hits, trials) pairs, not over the points."""
+    hits, trials = hits.long(), trials.long()
+    rows, side = hits.shape[0], int(trials.max()) + 1 if trials.numel() else 1
+    pair = hits.clamp(0, side - 1) * side + trials  # (R, N) index of the (hits, trials) pair
+    offset = torch.arange(rows, device=hits.device)[:, None] * side * side
+    count = torch.bincount((pair + offset).reshape(-1), minlength=rows * side * side).view(rows, side * side).double()
+    # EM on the host: (R, side^2) arrays of at most 121 pairs for 10 views; torch's per-op cost would dominate
+    count = count.cpu().numpy()
+    grid = np.arange(side * side)
+    k, n = (grid // side).astype(np.float64)[None, :], (grid % side).astype(np.float64)[None, :]
+    count = count * (n > 0)  # points with no trials take no part
+    high, low, share = np.full((rows, 1), 0.9), np.full((rows, 1), 0.1), np.full((rows, 1), 0.5)
+    rare = np.zeros_like(count)
+    for _ in range(iterations):
+        log_high = k * np.log(high) + (n - k) * np.log1p(-high) + np.log1p(-share)
+        log_low = k * np.log(low) + (n - k) * np.log1p(-low) + np.log(share)
+        rare = 1.0 / (1.0 + np.exp(np.clip(log_high - log_low, -700.0, 700.0)))
+        in_rare, in_common = rare * count, (1.0 - rare) * count
+        previous = (high, low, share)
+        share = np.clip(in_rare.sum(1, keepdims=True) / np.maximum(count.sum(1, keepdims=True), 1.0), 1e-4, 1 - 1e-4)
+        low = np.clip((in_rare * k).sum(1, keepdims=True) / np.maximum((in_rare * n).sum(1, keepdims=True), 1e-9),
+                      1e-4, 1 - 1e-4)
+        high = np.clip((in_common * k).sum(1, keepdims=True) / np.maximum((in_common * n).sum(1, keepdims=True), 1e-9),
+                       1e-4, 1 - 1e-4)
+        if max(float(np.abs(a - b).max()) for a, b in zip((high, low, share), previous)) < 1e-6:
+            break
+    rare = torch.as_tensor(rare, device=hits.device)
+    high, low, share = (torch.as_tensor(a, device=hits.device) for a in (high, low, share))
+    point_rare = rare.gather(1, pair) * (trials > 0)
+    return high[:, 0], low[:, 0], share[:, 0], point_rare
+
+
+def estimated_rates(in_part: torch.Tensor, visible: torch.Tensor, box_labels_per_view: Sequence[torch.Tensor],
+                    num_views: int, config: VoteConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(P,) miss rate and (P,) background hit rate per part (module docstring, ``estimated_rates``).
+    in_part (V, P, N): > 0 where the point is inside a kept box of the part in kept view v (visible points only,
+    as the vote's evidence); visible (V, N) the kept views' visibility; box_labels_per_view: the kept views' box labels."""
+    num_parts = in_part.shape[1]
+    miss = part_miss_rates([lab.cpu().numpy() for lab in box_labels_per_view], num_views, num_parts)
+    background = np.full(num_parts, config.background_hit_rate)
+    seen = visible.float()
+    inside = in_part > 0  # (V, P, N); the vote's boxes hold visible points only
+    covered = in_part.amax(dim=1) > 0  # (V, N): inside some box (amax: 4x faster than a bool any on CPU)
+    high, low, share, rare = binomial_mixture(covered.sum(0, keepdim=True), visible.sum(0, keepdim=True))
+    if not (float(low[0]) <= config.background_separation * float(high[0])
+            and float(share[0]) >= config.background_min_share):
+        return miss, background  # no unlabeled surface: keep the box-count estimate and the fixed rate
+    detected = torch.zeros((len(box_labels_per_view), num_parts), dtype=torch.float32, device=in_part.device)
+    for row, labels in enumerate(box_labels_per_view):  # kept views
+        detected[row, labels] = 1.0
+    trials = detected.T @ seen  # (P, N) views where the point is visible and the part has a box
+    hits = inside.sum(0).float()  # (P, N)
+    part_high, _, _, _ = binomial_mixture(hits, trials)
+    miss = np.minimum(np.nan_to_num(miss, nan=1.0), (1.0 - part_high).cpu().numpy())
+    # each part's hit rate over the unlabeled-surface group (weighted by each point's probability of being in it)
+    hit_rate = (rare * hits).sum(1) / (rare * trials).sum(1).clamp(min=1e-9)
+    background = np.clip(hit_rate.cpu().numpy(), config.background_hit_rate, 0.45)  # 0.45: below 0.5 (the weight's log)
+    return miss, background
+
+
 def uncovered_weights(box_labels_per_view: Sequence[torch.Tensor], num_views: int, num_parts: int,
-                      config: VoteConfig, device: torch.device) -> Optional[torch.Tensor]:
+                      config: VoteConfig, device: torch.device, in_part: Optional[torch.Tensor] = None,
+                      visible: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
     """(P,) float32 per-part weight of uncovered points when ``config.adaptive_uncovered``, else None
-    (the vote then uses the scalar ``config.uncovered_weight``, the reference code path)."""
+    (the vote then uses the scalar ``config.uncovered_weight``, the reference code path). in_part (V, P, N) and
+    visible (V, N) of the kept views: needed by ``config.estimate_background``."""
     if not config.adaptive_uncovered:
         return None
-    labels = [lab.cpu().numpy() for lab in box_labels_per_view]
-    rate = part_miss_rates(labels, num_views, num_parts)
-    weight = weight_for_miss_rate(rate, config.uncovered_weight, config.background_hit_rate)
+    if config.estimate_background and in_part is not None and visible is not None and len(box_labels_per_view):
+        rate, background = estimated_rates(in_part, visible, box_labels_per_view, num_views, config)
+    else:
+        labels = [lab.cpu().numpy() for lab in box_labels_per_view]
+        rate, background = part_miss_rates(labels, num_views, num_parts), config.background_hit_rate
+    weight = weight_for_miss_rate(rate, config.uncovered_weight, background)
     return torch.as_tensor(weight, dtype=torch.float32, device=device)

@@ -181,18 +181,37 @@ def _refine_points(kept: list[_ViewBoxes], evidence: _Evidence, weights: list[to
     repeated = hits.T.gather(1, own.clamp(min=0)[:, None])[:, 0] >= 2
     switch = ((point_label >= 0) & (own >= 0) & (own != point_label) & (challenger >= current - 1e-6) & smaller
               & repeated)
+    if config.refine_tie_margin > 0:  # ties toward a part whose own points mostly stand out stay put
+        tied = challenger < current + 1e-6
+        switch = switch & ~(tied & _distinct_parts(scores, own, switch & tied, config)[own.clamp(min=0)])
     return torch.where(switch, own, point_label)
+
+
+def _distinct_parts(scores: torch.Tensor, own: torch.Tensor, tied_moves: torch.Tensor, config: VoteConfig) -> torch.Tensor:
+    """(P,) bool: parts with at least as many clear points (their own vote beats every other part's by
+    ``refine_tie_margin`` and passes the threshold) as points that would move to them on a tie (the tie rule).
+    A mug's handle sticks out of the body's boxes in some views, so most of its points are clear; the body points
+    at its root, inside the handle's box in every view, tie and stay body. A flush cabinet handle or a bulb
+    inside its shade never stands out: its points only ever tie, and the tie rule is all that finds them."""
+    num_parts = scores.shape[1]
+    best = scores.topk(min(2, num_parts), dim=1).values
+    margin = best[:, 0] - best[:, 1] if num_parts > 1 else best[:, 0]
+    clear = (scores.argmax(dim=1) == own) & (best[:, 0] >= config.score_threshold) & (margin >= config.refine_tie_margin)
+    clear_count = torch.bincount(own[clear & (own >= 0)], minlength=num_parts)
+    tied_count = torch.bincount(own[tied_moves & (own >= 0)], minlength=num_parts)
+    return (clear_count > 0) & (clear_count >= tied_count)
 
 
 def _vote_conflicts(current: torch.Tensor, point_label: torch.Tensor, own: torch.Tensor, evidence: _Evidence,
                     config: VoteConfig) -> torch.Tensor:
     """(N,) bool: the point's own score for its superpoint's label is below ``refine_conflict_score`` (two
-    coplanar, same-coloured fronts in one superpoint). With ``adaptive_uncovered``, only between parts the
-    detector boxed in every view (weight 1): a jittery detector's shrunken boxes leave a large part's edge
-    points without evidence, and those must stay with their superpoint."""
+    coplanar, same-coloured fronts in one superpoint). With ``adaptive_uncovered``, only between parts whose
+    uncovered weight is at least ``refine_conflict_min_weight`` (1: boxed in every view): where the detector
+    misses a part often, a point outside its boxes says little, and a large part's edge points whose boxes were
+    missed or shrunk must stay with their superpoint."""
     conflict = current < config.refine_conflict_score
     if evidence.uncovered_weight is not None:
-        reliable = evidence.uncovered_weight >= 1.0
+        reliable = evidence.uncovered_weight >= config.refine_conflict_min_weight
         conflict = conflict & reliable[point_label.clamp(min=0)] & reliable[own.clamp(min=0)]
     return conflict
 

@@ -182,7 +182,8 @@ def collect_box_evidence(views: RenderedViews, detections: Sequence[ViewDetectio
     xyxy = [torch.as_tensor(detections[b.view].boxes, device=device, dtype=torch.float32)[b.index] for b in kept]
     areas = [(x[:, 2] - x[:, 0]).clamp(min=0) * (x[:, 3] - x[:, 1]).clamp(min=0) for x in xyxy]
     evidence = _evidence(kept, weights, areas, visible.shape[1], num_parts, config, device)
-    evidence.uncovered_weight = uncovered_weights([b.labels for b in kept], visible.shape[0], num_parts, config, device)
+    evidence.uncovered_weight = uncovered_weights([b.labels for b in kept], visible.shape[0], num_parts, config, device,
+                                                  evidence.in_part, torch.stack([b.visible for b in kept]) if kept else None)
     return BoxEvidence(kept, visible, scores_of, xyxy, areas, evidence, config)
 
 
@@ -196,7 +197,8 @@ def _uses_covered(config: VoteConfig) -> bool:
 
 # the VoteConfig fields a BoxEvidence depends on (which boxes are kept, their weights, per-part uncovered weights)
 _EVIDENCE_FIELDS = ("whole_object_fraction", "whole_object_rule", "whole_object_explained", "score_weighting",
-                    "uncovered_weight", "adaptive_uncovered", "background_hit_rate")
+                    "uncovered_weight", "adaptive_uncovered", "background_hit_rate", "estimate_background",
+                    "background_separation", "background_min_share")
 
 
 def _evidence_fits(box_evidence: BoxEvidence, config: VoteConfig) -> bool:

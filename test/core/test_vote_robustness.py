@@ -135,6 +135,8 @@ def test_the_reference_preset_leaves_the_new_options_off():
     vote_config = PipelineConfig().vote
     assert not vote_config.adaptive_uncovered and vote_config.refine_conflict_score == 0.0
     assert vote_config.min_part_points == 0 and vote_config.specific_part_margin == 0.0
+    assert not vote_config.estimate_background and vote_config.refine_tie_margin == 0.0
+    assert vote_config.refine_conflict_min_weight == 1.0
     with pytest.raises(ValueError):
         VoteConfig(background_hit_rate=0.0)
 
@@ -162,3 +164,34 @@ def test_instances_whose_points_the_vote_relabelled_are_removed():
     groups = _without_empty(np.array([0, 0, -1, 2, 2]), np.array([0, 1, 1]), np.array([0.9, 0.8, 0.7], np.float32))
     assert groups.point_instance.tolist() == [0, 0, -1, 1, 1]
     assert groups.instance_label.tolist() == [0, 1] and groups.instance_score.tolist() == pytest.approx([0.9, 0.7])
+
+
+def test_conflict_splits_between_parts_missed_at_times_with_a_lower_weight_bar():
+    """b is boxed in 3 of 4 views: uncovered weights a 0.46, b 0.32 (miss rates 0.125 / 0.25). The default bar
+    (refine_conflict_min_weight 1) keeps the superpoint whole; a bar of 0.3 lets the fronts split, 0.4 does not."""
+    base = dict(refine_points=True, prefer_smaller_boxes=True, adaptive_uncovered=True, uncovered_weight=0.25,
+                refine_conflict_score=0.5)
+    sps, views, dets = _two_fronts(4, 3)
+    low_bar = vote(sps, views, dets, ["a", "b"], VoteConfig(**base, refine_conflict_min_weight=0.3))
+    assert low_bar.point_label.tolist()[:10] == [0] * 5 + [1] * 5
+    higher = vote(sps, views, dets, ["a", "b"], VoteConfig(**base, refine_conflict_min_weight=0.4))
+    assert len(set(higher.point_label.tolist()[:10])) == 1
+
+
+def test_tied_points_stay_with_their_superpoint_when_the_smaller_part_stands_out_elsewhere():
+    """Body box over points 0-7 (superpoint 0), handle box (under half its area) over points 6-9 in 3 views:
+    points 8-9 (superpoint 1) are clearly handle; points 6-7, the body at the handle's root, tie. The tie rule
+    moves them to the handle; with refine_tie_margin the handle's clear points (2) are as many as its tied
+    ones (2), so they stay body. A flush handle (box over points 6-7 only, no clear point) still gets them."""
+    body, handle, flush = [0, 30, 78, 70], [58, 40, 100, 60], [58, 40, 78, 60]
+    base = dict(refine_points=True, prefer_smaller_boxes=True)
+    sps = _superpoints([0] * 8 + [1] * 2)
+    dets = [_dets([body, handle], [0, 1])] * 3
+    ties = vote(sps, _views(3), dets, ["body", "handle"], VoteConfig(**base))
+    assert ties.point_label.tolist()[:10] == [0] * 6 + [1] * 4
+    kept = vote(sps, _views(3), dets, ["body", "handle"], VoteConfig(**base, refine_tie_margin=0.5))
+    assert kept.point_label.tolist()[:10] == [0] * 8 + [1] * 2
+    flush_dets = [_dets([body, flush], [0, 1])] * 3
+    flat = vote(_superpoints([0] * 10), _views(3), flush_dets, ["body", "handle"],
+                VoteConfig(**base, refine_tie_margin=0.5))
+    assert flat.point_label.tolist()[:8] == [0] * 6 + [1] * 2

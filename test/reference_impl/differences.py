@@ -18,7 +18,9 @@ AUTHORS_DIFFERENCES = (
     "vote.whole_object_rule explained, vote.uncovered_weight, vote.part_view_normalization, "
     "vote.prefer_smaller_boxes, vote.refine_points, vote.score_weighting, vote.reestimate_iterations / "
     "min_box_agreement, vote.adaptive_uncovered / background_hit_rate (per-part uncovered weight from the "
-    "detector's estimated miss rate), vote.refine_conflict_score, vote.min_part_points, vote.specific_part_margin, "
+    "detector's estimated miss rate) / estimate_background / background_separation / background_min_share (rates "
+    "read off the views when the object has unlabeled surfaces), vote.refine_conflict_score / "
+    "refine_conflict_min_weight, vote.refine_tie_margin, vote.min_part_points, vote.specific_part_margin, "
     "vote.specific_margin_per_miss / specific_margin_max / specific_margin_looseness, "
     "instances.unconfirmed split, instances.slab_distance, instances.regroup_distance; "
     "this loop reference implements none of them (the equivalence test runs the reference behaviour)",
