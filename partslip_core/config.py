@@ -175,8 +175,9 @@ class VoteConfig:
                                                                   "superpoint's label is below this may take any part "
                                                                   "(two coplanar fronts in one superpoint); 0 = off.")
     refine_tie_margin: float = param(0.0, ge=0.0, le=1.0, doc="refine_points: > 0, a point that only ties with the "
-                                     "smaller-box part stays with its superpoint when most of that part's points beat "
-                                     "every other part by this margin (a mug handle's root); 0 = ties always move.")
+                                     "smaller-box part stays with its superpoint when that part has at least as many "
+                                     "clear points (beating every other part by this margin) as tied ones (a mug "
+                                     "handle's root); 0 = ties always move.")
     refine_conflict_min_weight: float = param(1.0, ge=0.0, le=1.0, doc="refine_conflict_score with adaptive_uncovered: "
                                               "only between parts whose uncovered weight is at least this (1 = parts "
                                               "the detector never missed).")
@@ -193,6 +194,13 @@ class VoteConfig:
     specific_margin_looseness: float = param(0.025, ge=0.0, le=1.0, doc="specific_margin_per_miss applies only when "
                                              "the boxes fit the points voted for them more loosely than this (median "
                                              "edge gap / box size; a jittery detector).")
+    nested_part_margin: float = param(0.0, ge=0.0, le=1.0, doc="prefer_smaller_boxes: a part whose boxes lie inside "
+                                      "another part's box in most views (a bulb in the shade, a handle on a door; "
+                                      "vote_cleanup.nested_parts) wins when its score is within min(this, its "
+                                      "estimated miss rate) of the best, only when the boxes fit loosely "
+                                      "(specific_margin_looseness). 0 = off.")
+    nested_part_min_score: float = param(0.7, ge=0.0, le=1.0, doc="nested_part_margin: a part wins by a margin only "
+                                         "with at least this score (the big part's points beside it score lower).")
     min_part_points: int = param(0, ge=0, doc="A part left on fewer points than this in the whole cloud (a false "
                                               "positive's sliver) is dropped: its points become unlabeled. 0 = off.")
     min_part_agreement: float = param(0.0, ge=0.0, le=1.0, doc="A part none of whose boxes has at least this share "
@@ -208,7 +216,7 @@ class VoteConfig:
                                       "from the views (binomial mixtures, partslip_core/detector_recall.py).")
     background_separation: float = param(0.6, gt=0.0, le=1.0, doc="estimate_background: a group of points counts as "
                                          "unlabeled surface when boxes cover it at most this x as often as the rest.")
-    background_min_share: float = param(0.1, ge=0.0, le=1.0, unit="fraction", doc="estimate_background: ... and it "
+    background_min_share: float = param(0.1, gt=0.0, le=1.0, unit="fraction", doc="estimate_background: ... and it "
                                         "holds at least this share of the visible points.")
 
     def __post_init__(self) -> None:

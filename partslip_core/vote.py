@@ -37,6 +37,8 @@ Options for real detectors (config/segment.yaml turns them on; docs/quality.md h
   dropped; a clearly more specific part wins within a score margin).
 - ``specific_margin_per_miss``: that margin per part, from the detector's estimated miss rate of the part,
   applied only when the boxes fit their voted points loosely (``vote_cleanup.box_looseness``).
+- ``nested_part_margin``: the same for parts whose boxes lie inside another part's boxes (a bulb in the
+  shade: ``vote_cleanup.nested_parts``), min(this, miss rate), with ``nested_part_min_score``.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ from typing import Optional, Sequence
 import torch
 
 from partslip_core.config import VoteConfig
-from partslip_core.vote_cleanup import (box_looseness, drop_sparse_parts, drop_unsupported_parts, specific_margins,
-                                       specific_part_bonus)
+from partslip_core.vote_cleanup import (box_looseness, drop_sparse_parts, drop_unsupported_parts, nested_parts,
+                                       specific_margins, specific_part_bonus)
 from partslip_core.types import RenderedViews, SemanticVotes, Superpoints, ViewDetections
 from partslip_core.vote_evidence import (BoxEvidence, _Evidence, _ViewBoxes, _evidence, _evidence_fits, _point_in_part,
                                          collect_box_evidence)
@@ -181,7 +183,7 @@ def _refine_points(kept: list[_ViewBoxes], evidence: _Evidence, weights: list[to
     repeated = hits.T.gather(1, own.clamp(min=0)[:, None])[:, 0] >= 2
     switch = ((point_label >= 0) & (own >= 0) & (own != point_label) & (challenger >= current - 1e-6) & smaller
               & repeated)
-    if config.refine_tie_margin > 0:  # ties toward a part whose own points mostly stand out stay put
+    if config.refine_tie_margin > 0:  # no tied move toward a part with as many clear points as tied ones
         tied = challenger < current + 1e-6
         switch = switch & ~(tied & _distinct_parts(scores, own, switch & tied, config)[own.clamp(min=0)])
     return torch.where(switch, own, point_label)
@@ -251,7 +253,8 @@ def vote(superpoints: Superpoints, views: RenderedViews, detections: Sequence[Vi
     scores = _part_scores(kept, evidence, point_sp, sp_visible_total, num_sp, num_parts, config)
     area = _mean_box_area(evidence, point_sp, num_sp) if config.prefer_smaller_boxes else None
     sp_label = choose_labels(scores, part_names, config, box_area=area)
-    part_margin = specific_margins([b.labels for b in kept], visible.shape[0], num_parts, config, device)
+    nested = nested_parts([b.labels for b in kept], xyxy, num_parts) if config.nested_part_margin > 0 else None
+    part_margin = specific_margins([b.labels for b in kept], visible.shape[0], num_parts, config, device, nested)
     if part_margin is not None:  # only for boxes that fit their parts' points loosely (a jittery detector)
         screen_xy = torch.as_tensor(views.point_screen_xy, device=device, dtype=torch.float32)
         if not box_looseness(kept, xyxy, screen_xy, sp_label[point_sp]) > config.specific_margin_looseness:

@@ -7,8 +7,9 @@ have (a chair without arms, a kettle scanned from the side without its handle) c
 points in two views. Under the paper's metric such a part scores IoU 0 on that shape, a quarter of a
 four-part category's mIoU for a few points. Those points become unlabeled (-1).
 
-Also the small-part score margins: ``vote.specific_part_margin`` (fixed) and ``vote.specific_margin_per_miss``
-(per part, from the detector's estimated miss rate, only when ``box_looseness`` says the boxes are jittery).
+Also the small-part score margins: ``vote.specific_part_margin`` (fixed), ``vote.specific_margin_per_miss``
+(per part, from the detector's estimated miss rate, only when ``box_looseness`` says the boxes are jittery) and
+``vote.nested_part_margin`` (the same, for parts whose boxes lie inside another part's boxes: ``nested_parts``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from partslip_core.detector_recall import part_miss_rates
 
 # vote.specific_part_margin: how much smaller (area) a part's boxes must be to count as clearly more specific
 SPECIFIC_AREA_RATIO = 0.25
+# vote.nested_part_margin: part p nests in part q when at least NESTED_SHARE of p's boxes in views that also box q
+# (NESTED_MIN_BOXES of them at least) have NESTED_CONTAINMENT of their area inside a box of q
+NESTED_CONTAINMENT = 0.9
+NESTED_SHARE = 0.5
+NESTED_MIN_BOXES = 2
 
 
 def drop_sparse_parts(point_label: torch.Tensor, num_parts: int, min_points: int) -> torch.Tensor:
@@ -43,7 +49,10 @@ def specific_part_bonus(scores: torch.Tensor, box_area: torch.Tensor, config,
     best_score, best_part = scores.max(dim=1, keepdim=True)
     best_area = box_area.gather(1, best_part).clamp(min=1e-9)
     margin = config.specific_part_margin if part_margin is None else part_margin[None, :]
-    specific = ((scores >= best_score - margin) & (scores >= config.score_threshold)
+    floor = config.score_threshold
+    if part_margin is not None and config.nested_part_margin > 0:
+        floor = max(floor, config.nested_part_min_score)
+    specific = ((scores >= best_score - margin) & (scores >= floor)
                 & (box_area > 0) & (box_area <= SPECIFIC_AREA_RATIO * best_area))
     return specific.float() * (3.0 + (1.0 - box_area / best_area).clamp(0.0, 1.0))
 
@@ -65,8 +74,33 @@ def drop_unsupported_parts(point_label: torch.Tensor, box_labels: list[torch.Ten
                        point_label)
 
 
+def nested_parts(box_labels_per_view: Sequence[torch.Tensor], xyxy_per_view: Sequence[torch.Tensor],
+                 num_parts: int) -> torch.Tensor:
+    """(P,) bool: parts whose boxes lie inside another part's box in most views (NESTED_* above): a bulb inside
+    the shade, a handle on a door, seen through or in front of it. For such a part, the big part's box around
+    its points says nothing against it, so a jittered or missed box of its own should not hand its points to
+    the big part (``vote.nested_part_margin``). labels (M,) and xyxy (M, 4) per view."""
+    present = torch.zeros((num_parts, num_parts))
+    inside = torch.zeros((num_parts, num_parts))
+    for labels, boxes in zip(box_labels_per_view, xyxy_per_view):  # K views; vectorized over the view's boxes
+        if labels.numel() < 2:
+            continue
+        labels, boxes = labels.cpu(), boxes.cpu().float()
+        corner0 = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
+        corner1 = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+        overlap = (corner1 - corner0).clamp(min=0).prod(dim=2)  # (M, M)
+        area = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(dim=1).clamp(min=1e-6)
+        onehot = torch.nn.functional.one_hot(labels, num_parts).float()  # (M, P)
+        in_part = ((overlap / area[:, None] >= NESTED_CONTAINMENT).float() @ onehot) > 0  # box i inside a box of q
+        other = (onehot.sum(dim=0) > 0)[None, :] & (onehot == 0)  # (M, P): the view boxes q, q is not i's part
+        present.index_add_(0, labels, other.float())
+        inside.index_add_(0, labels, (other & in_part).float())
+    nested = (present >= NESTED_MIN_BOXES) & (inside >= NESTED_SHARE * present)
+    return nested.any(dim=1)
+
+
 def specific_margins(box_labels_per_view: Sequence[torch.Tensor], num_views: int, num_parts: int, config,
-                     device: torch.device) -> Optional[torch.Tensor]:
+                     device: torch.device, nested: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
     """(P,) float32 ``specific_part_margin`` per part (``vote.specific_margin_per_miss``), else None.
 
     A fixed margin is a trade: it gives a jittered or missed bulb box's points back to the bulb, and with
@@ -77,13 +111,23 @@ def specific_margins(box_labels_per_view: Sequence[torch.Tensor], num_views: int
     min(specific_margin_max, specific_margin_per_miss x miss rate of p)). The vote applies it only when
     ``box_looseness`` exceeds ``specific_margin_looseness``: with exact boxes that a detector sometimes
     drops, a dropped view costs a small part nothing (``part_view_normalization``), and a margin would only
-    hand it the big part's points near it."""
-    if config.specific_margin_per_miss <= 0:
+    hand it the big part's points near it.
+
+    nested: (P,) bool (``nested_parts``) with ``vote.nested_part_margin``: those parts get at least
+    min(nested_part_margin, their miss rate), and any margin then needs ``nested_part_min_score``."""
+    use_nested = config.nested_part_margin > 0 and nested is not None and bool(nested.any())
+    if config.specific_margin_per_miss <= 0 and not use_nested:
         return None
     rate = part_miss_rates([lab.cpu().numpy() for lab in box_labels_per_view], num_views, num_parts)
-    margin = torch.as_tensor(rate, dtype=torch.float32, device=device).nan_to_num(0.0) * config.specific_margin_per_miss
-    margin = margin.clamp(max=config.specific_margin_max)
-    return margin.clamp(min=config.specific_part_margin)
+    rate = torch.as_tensor(rate, dtype=torch.float32, device=device).nan_to_num(0.0)
+    margin = torch.zeros_like(rate)
+    if config.specific_margin_per_miss > 0:
+        margin = (rate * config.specific_margin_per_miss).clamp(max=config.specific_margin_max)
+        margin = margin.clamp(min=config.specific_part_margin)
+    if use_nested:
+        nested_margin = torch.where(nested.to(device), rate.clamp(max=config.nested_part_margin), torch.zeros_like(rate))
+        margin = torch.maximum(margin, nested_margin)
+    return margin
 
 
 def box_looseness(kept, xyxy: Sequence[torch.Tensor], screen_xy: torch.Tensor, point_label: torch.Tensor,

@@ -8,7 +8,7 @@ import torch
 from partslip_core.config import PipelineConfig, VoteConfig
 from partslip_core.types import RenderedViews, Superpoints, ViewDetections
 from partslip_core.vote import vote
-from partslip_core.vote_cleanup import box_looseness, specific_margins
+from partslip_core.vote_cleanup import box_looseness, nested_parts, specific_margins
 
 # points 0-4: a bulb around (50, 50); 5-9: the shade around it; 10: a point in no box (so the shade's box is
 # not a whole-object box)
@@ -85,3 +85,42 @@ def test_margins_follow_the_miss_rate_and_are_capped():
                                                 torch.device("cpu")).numpy(), [0.06, 0.12], atol=1e-6)
     assert specific_margins(labels, 10, 2, VoteConfig(), torch.device("cpu")) is None
     assert PipelineConfig().vote.specific_margin_per_miss == 0.0  # off in the reference preset
+
+
+# vote.nested_part_margin (docs/quality.md, "Fourth round"): the bulb's boxes lie inside the shade's box
+BESIDE_SHADE = [70, 44, 110, 56]  # a box half outside the loose shade's box: not nested
+
+
+def test_nested_parts_are_those_inside_another_parts_box_in_most_views():
+    shade = torch.tensor([LOOSE_SHADE], dtype=torch.float32)
+    inside = [torch.tensor([0, 1])] * 3, [torch.cat([shade, torch.tensor([BULB_BOX], dtype=torch.float32)])] * 3
+    assert nested_parts(*inside, 2).tolist() == [False, True]  # the bulb in the shade, not the shade in the bulb
+    beside = [torch.tensor([0, 1])] * 3, [torch.cat([shade, torch.tensor([BESIDE_SHADE], dtype=torch.float32)])] * 3
+    assert nested_parts(*beside, 2).tolist() == [False, False]
+    once = [torch.tensor([0, 1])], [torch.cat([shade, torch.tensor([BULB_BOX], dtype=torch.float32)])]
+    assert nested_parts(*once, 2).tolist() == [False, False]  # one box is not enough to tell
+
+
+def _nested_scene(shade_box):
+    """5 views: the bulb is boxed in 4 (twice in one: a duplicate), so its estimated miss rate is
+    1 - 5 / (5 x 2) = 0.5 and its score on its own points 0.8 against the shade's 1.0."""
+    two = _dets([shade_box, BULB_BOX, BULB_BOX], [0, 1, 1])
+    dets = [two] + [_dets([shade_box, BULB_BOX], [0, 1])] * 3 + [_dets([shade_box], [0])]
+    sps = Superpoints(point_superpoint=np.array([0] * 5 + [1] * 5 + [2], np.int64), num_superpoints=3)
+    return sps, _views(5), dets
+
+
+def _nested_bulb_label(shade_box, **options) -> int:
+    sps, views, dets = _nested_scene(shade_box)
+    votes = vote(sps, views, dets, ["shade", "bulb"], VoteConfig(prefer_smaller_boxes=True, **options))
+    assert votes.superpoint_label[1] == 0  # the shade keeps its own points in every case
+    return int(votes.superpoint_label[0])
+
+
+def test_a_nested_part_wins_within_its_margin_with_loose_boxes_and_enough_score():
+    assert _nested_bulb_label(LOOSE_SHADE) == 0  # off: the tie rule, 0.8 < 1.0
+    assert _nested_bulb_label(LOOSE_SHADE, nested_part_margin=0.25) == 1  # margin min(0.25, 0.5): 0.8 >= 0.75
+    assert _nested_bulb_label(LOOSE_SHADE, nested_part_margin=0.1) == 0  # margin 0.1: 0.8 < 0.9
+    assert _nested_bulb_label(LOOSE_SHADE, nested_part_margin=0.25, nested_part_min_score=0.85) == 0  # 0.8 < 0.85
+    assert _nested_bulb_label(TIGHT_SHADE, nested_part_margin=0.25) == 0  # tight (exact) boxes: the tie rule
+    assert PipelineConfig().vote.nested_part_margin == 0.0  # off in the reference preset

@@ -22,6 +22,7 @@ AUTHORS_DIFFERENCES = (
     "read off the views when the object has unlabeled surfaces), vote.refine_conflict_score / "
     "refine_conflict_min_weight, vote.refine_tie_margin, vote.min_part_points, vote.specific_part_margin, "
     "vote.specific_margin_per_miss / specific_margin_max / specific_margin_looseness, "
+    "vote.nested_part_margin / nested_part_min_score, "
     "instances.unconfirmed split, instances.slab_distance, instances.regroup_distance; "
     "this loop reference implements none of them (the equivalence test runs the reference behaviour)",
     "the authors skip the inside test when a superpoint's 2D bounds have IoU < 1e-6 with the box, which "
