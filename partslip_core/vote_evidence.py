@@ -132,6 +132,7 @@ class _Evidence:
     area_sum: Optional[torch.Tensor]
     area_count: Optional[torch.Tensor]
     uncovered_weight: Optional[torch.Tensor] = None  # (P,) per part (vote.adaptive_uncovered); None = the scalar
+    agreeing_views: Optional[torch.Tensor] = None  # (P,) views whose boxes agree in 3D (vote.view_agreement_fill)
     unit_weights: bool = False  # every box weighs 1: in_part holds 0/1 only
 
 
@@ -184,7 +185,37 @@ def collect_box_evidence(views: RenderedViews, detections: Sequence[ViewDetectio
     evidence = _evidence(kept, weights, areas, visible.shape[1], num_parts, config, device)
     evidence.uncovered_weight = uncovered_weights([b.labels for b in kept], visible.shape[0], num_parts, config, device,
                                                   evidence.in_part, torch.stack([b.visible for b in kept]) if kept else None)
+    if config.part_view_normalization and config.view_agreement_fill > 0 and kept:
+        screen_xy = torch.as_tensor(views.point_screen_xy, device=device, dtype=torch.float32)
+        evidence.agreeing_views = agreeing_views(kept, xyxy, screen_xy, evidence.in_part, config.min_part_views,
+                                                 config.view_agreement_fill)
     return BoxEvidence(kept, visible, scores_of, xyxy, areas, evidence, config)
+
+
+def agreeing_views(kept: list[_ViewBoxes], xyxy: list[torch.Tensor], screen_xy: torch.Tensor, in_part: torch.Tensor,
+                   min_views: int, fill: float) -> torch.Tensor:
+    """(P,) int64 per part: the views where a box of the part is spanned by the part's agreed points, those inside
+    its boxes in at least ``min_views`` views ((x extent / box width) x (y extent / box height) >= ``fill``).
+
+    A real part's boxes agree in 3D: each one encloses the part, so the points its boxes in several views share
+    (the part) fill every one of them, missed views and jittered edges aside. The false positives of a part the
+    object does not have (one random-label box per view) can share points too when three of them overlap, but only
+    a sliver of each: their shared points span a corner of every box. kept / xyxy: the vote's per-view boxes and
+    their (M, 4) rectangles; screen_xy (K, N, 2); in_part (V, P, N) > 0 inside a box of the part (visible points)."""
+    agreed = (in_part > 0).sum(dim=0) >= min_views  # (P, N)
+    count = torch.zeros(in_part.shape[1], dtype=torch.long, device=in_part.device)
+    for boxes, box_xyxy in zip(kept, xyxy):  # V views; (M, N) inside
+        held = boxes.inside & agreed[boxes.labels]
+        x, y = screen_xy[boxes.view, :, 0][None, :], screen_xy[boxes.view, :, 1][None, :]
+        inf = torch.tensor(float("inf"), device=x.device)
+        width = torch.where(held, x, -inf).amax(dim=1) - torch.where(held, x, inf).amin(dim=1)
+        height = torch.where(held, y, -inf).amax(dim=1) - torch.where(held, y, inf).amin(dim=1)
+        spanned = (held.any(dim=1) & ((width / (box_xyxy[:, 2] - box_xyxy[:, 0]).clamp(min=1.0)).clamp(max=1.0)
+                                      * (height / (box_xyxy[:, 3] - box_xyxy[:, 1]).clamp(min=1.0)).clamp(max=1.0)
+                                      >= fill))
+        view_has = torch.zeros_like(count).index_fill_(0, boxes.labels[spanned], 1)
+        count += view_has
+    return count
 
 
 def _uses_areas(config: VoteConfig) -> bool:
@@ -198,7 +229,7 @@ def _uses_covered(config: VoteConfig) -> bool:
 # the VoteConfig fields a BoxEvidence depends on (which boxes are kept, their weights, per-part uncovered weights)
 _EVIDENCE_FIELDS = ("whole_object_fraction", "whole_object_rule", "whole_object_explained", "score_weighting",
                     "uncovered_weight", "adaptive_uncovered", "background_hit_rate", "estimate_background",
-                    "background_separation", "background_min_share")
+                    "background_separation", "background_min_share", "min_part_views", "view_agreement_fill")
 
 
 def _evidence_fits(box_evidence: BoxEvidence, config: VoteConfig) -> bool:
@@ -207,4 +238,6 @@ def _evidence_fits(box_evidence: BoxEvidence, config: VoteConfig) -> bool:
     return (all(getattr(box_evidence.config, name) == getattr(config, name) for name in _EVIDENCE_FIELDS)
             and not (_uses_areas(config) and evidence.area_sum is None)
             and not (_uses_covered(config) and evidence.covered is None)
-            and not (config.part_view_normalization and evidence.visible is None))
+            and not (config.part_view_normalization and evidence.visible is None)
+            and not (config.part_view_normalization and config.view_agreement_fill > 0 and box_evidence.kept
+                     and evidence.agreeing_views is None))

@@ -15,7 +15,7 @@ AUTHORS_DIFFERENCES = (
     "instance confirmation: ours uses the kept boxes (whole-object boxes removed) and scores an instance by its "
     "best matching box; the authors use all boxes of the view and give no score",
     "robustness options, all off in the reference preset (config/segment.yaml turns most on; docs/quality.md): "
-    "vote.whole_object_rule explained, vote.uncovered_weight, vote.part_view_normalization, "
+    "vote.whole_object_rule explained, vote.uncovered_weight, vote.part_view_normalization / view_agreement_fill, "
     "vote.prefer_smaller_boxes, vote.refine_points, vote.score_weighting, vote.reestimate_iterations / "
     "min_box_agreement, vote.adaptive_uncovered / background_hit_rate (per-part uncovered weight from the "
     "detector's estimated miss rate) / estimate_background / background_separation / background_min_share (rates "
