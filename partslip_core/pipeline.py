@@ -191,8 +191,11 @@ def split_for_instances(xyz: np.ndarray, superpoints: Superpoints, votes: Semant
     refined = Superpoints(point_superpoint=pieces, num_superpoints=int(pieces.max()) + 1)
     parent = np.zeros(refined.num_superpoints, np.int64)
     parent[pieces] = superpoints.point_superpoint
-    # point labels are inherited below, so the per-point refinement is skipped (same outputs, half the time)
+    # point labels are inherited below, so the per-point refinement is skipped (same outputs, half the time); so are
+    # the small-part margins, which only move labels, unless re-estimation lets labels decide which boxes stay
     piece_config = dataclasses.replace(config.vote, refine_points=False)
+    if config.vote.reestimate_iterations == 0:
+        piece_config = dataclasses.replace(piece_config, nested_part_margin=0.0, specific_margin_per_miss=0.0)
     refined_votes = vote(refined, views, detections, names, piece_config, device, box_evidence)
     refined_votes.superpoint_label = votes.superpoint_label[parent]
     refined_votes.point_label = votes.point_label

@@ -127,6 +127,8 @@ def specific_margins(box_labels_per_view: Sequence[torch.Tensor], num_views: int
     if use_nested:
         nested_margin = torch.where(nested.to(device), rate.clamp(max=config.nested_part_margin), torch.zeros_like(rate))
         margin = torch.maximum(margin, nested_margin)
+        if config.specific_margin_per_miss <= 0 and not bool((margin > 0).any()):
+            return None  # no nested part was missed (exact boxes): no margin, and no looseness to measure
     return margin
 
 
