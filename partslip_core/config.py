@@ -183,11 +183,11 @@ class VoteConfig:
                                               "the detector never missed).")
     part_view_normalization: bool = param(False, doc="A part's score counts only the views where it has a box ...")
     min_part_views: int = param(3, ge=1, doc="... if it has boxes in at least this many views (else all views count).")
-    view_agreement_fill: float = param(0.0, ge=0.0, le=1.0, doc="part_view_normalization: > 0, a view counts toward "
-                                       "min_part_views only when a box of the part there is spanned (x extent / width "
+    view_agreement_fill: float = param(0.0, ge=0.0, le=1.0, doc="part_view_normalization: > 0, a part keeps the "
+                                       "per-part normalization only when one of its boxes is spanned (x extent / width "
                                        "x y extent / height >= this) by the points that min_part_views views' boxes of "
                                        "the part agree on in 3D (false positives of a part the object lacks do not "
-                                       "agree). 0 = every view with a box counts.")
+                                       "agree). 0 = off.")
     specific_part_margin: float = param(0.0, ge=0.0, le=1.0, doc="prefer_smaller_boxes: a part whose boxes are at "
                                                                "most half the best part's size wins when its score is "
                                                                "within this of the best (a bulb inside a shade). 0 = ties only.")

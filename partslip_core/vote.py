@@ -15,8 +15,8 @@ Options for real detectors (config/segment.yaml turns them on; docs/quality.md h
 - ``part_view_normalization``: a part's score counts only the views where that part has a box at all
   (a part whose box was missed in a view is not penalised there); parts with boxes in fewer than
   ``min_part_views`` views (a lone false positive) keep the plain denominator; with ``view_agreement_fill``,
-  views whose boxes of the part agree in 3D with the others (``vote_evidence.agreeing_views``): random boxes of
-  a part the object does not have, three of which overlap on a chair's seat, do not.
+  so do parts none of whose boxes agrees in 3D with the others (``vote_evidence.agreeing_views``): random boxes
+  of a part the object does not have, three of which overlap on a chair's seat.
 - ``score_weighting``: a box votes with its detector score instead of 1.
 - ``reestimate_iterations`` / ``min_box_agreement``: EM-style re-estimation (as in PartSLIP++): after a
   vote, a box whose visible points mostly carry OTHER labels than its own (agreement below
@@ -146,8 +146,8 @@ def _part_scores(kept: list[_ViewBoxes], evidence: _Evidence, point_sp: Optional
             per_part += view_total * detected[:, None]
             views_with_part += detected
         enough = views_with_part >= config.min_part_views
-        if evidence.agreeing_views is not None:  # ... and in that many views whose boxes agree in 3D
-            enough = enough & (evidence.agreeing_views >= config.min_part_views)
+        if evidence.agreeing_views is not None:  # ... and a box that agrees in 3D with the other views'
+            enough = enough & (evidence.agreeing_views >= 1)
         denominator = torch.where(enough[:, None], per_part, denominator)
     return (inside_part / denominator.clamp(min=1e-6)).T.contiguous()
 

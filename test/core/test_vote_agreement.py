@@ -1,5 +1,5 @@
-"""vote.view_agreement_fill (partslip_core/vote_evidence.agreeing_views): part_view_normalization counts a part's
-views only when its boxes there agree in 3D with its other views' boxes. A real part's boxes enclose the same
+"""vote.view_agreement_fill (partslip_core/vote_evidence.agreeing_views): part_view_normalization keeps a part's
+per-part denominator only when one of its boxes agrees in 3D with its other views' boxes. A real part's boxes enclose the same
 points in every view, so the points they share span each box; random false positives of a part the object does
 not have (one random-label box per view, docs/quality.md) overlap on a corner at most."""
 
