@@ -24,16 +24,19 @@ clamped to [uncovered_weight, 1] (1 when m = 0).
 ``estimated_rates`` (``vote.estimate_background``): f is not the same for every object. Where the object has
 surfaces no named part covers (a cabinet's carcass: 70% of its points), 2D boxes of large flat parts (doors)
 also hold much of it, seen at an angle or through a sparse render: f is 0.2-0.35 there, and with f = 0.01 a
-carcass point inside a door box in one view of four passes for door. Both rates can be read off the views:
-per point, the views where it is inside any box, over the views where it is visible, fall in two groups
-when the object has such surfaces (covered in 30-40% of views against 75-100% for part points). A
-two-component binomial mixture over points finds them (``binomial_mixture``); the second group counts as
-unlabeled surface only when it is covered at most ``background_separation`` x as often as the first and holds
-``background_min_share`` of the points. A robot arm's or a mug's points whose boxes were dropped in some views
-form a second group too, but one covered 0.65-0.8x as often: there the estimate is not used (measured in
-docs/quality.md). Each part's background hit rate is then its hit rate (inside its boxes, over the views where
-the part has a box) over that group, and a mixture of the part's own hits gives its miss rate; the miss rate
-used is the smaller of that and the box-count estimate (a part boxed in every view keeps weight 1).
+carcass point inside a door box in one view of four passes for door. Both rates can be read off the views,
+when two gates say the object has such surfaces (two-component binomial mixtures over points,
+``binomial_mixture``; a group counts when it is covered at most ``background_separation`` x as often as the
+rest and holds ``background_min_share`` of the points):
+1. per point, the views where it is inside any box over the views where it is visible: the carcass is covered
+   in 30-40% of its views against 75-100% for part points; and
+2. per point, its best part's hits over the views where that part has a box at all: the carcass stays low,
+   while points whose own boxes were dropped (a lamp's shade boxed in 2 views of 10, a detector dropping half
+   its boxes) are high again. Without this gate such objects passed the first one and lost whole parts.
+Each part's background hit rate is then its hit rate over the first gate's rare group, leaving out every
+part's own points (the frequent component of each part's own mixture: legs inside a tabletop's box are not
+background). Its miss rate is the smaller of the box-count estimate and its own mixture's, the latter only
+where the vote counts views with boxes (``part_view_normalization``, ``min_part_views``).
 """
 
 from __future__ import annotations
