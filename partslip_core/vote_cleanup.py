@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 import torch
 
 from partslip_core.detector_recall import part_miss_rates
+from partslip_core.vote_evidence import masked_extents
 
 # vote.specific_part_margin: how much smaller (area) a part's boxes must be to count as clearly more specific
 SPECIFIC_AREA_RATIO = 0.25
@@ -147,10 +148,7 @@ def box_looseness(kept, xyxy: Sequence[torch.Tensor], screen_xy: torch.Tensor, p
         if not bool(enough.any()):
             continue
         own, box_xyxy = own[enough], box_xyxy[enough]
-        x, y = screen_xy[boxes.view, :, 0][None, :], screen_xy[boxes.view, :, 1][None, :]
-        inf = torch.tensor(float("inf"), device=x.device)
-        x0, x1 = torch.where(own, x, inf).amin(dim=1), torch.where(own, x, -inf).amax(dim=1)
-        y0, y1 = torch.where(own, y, inf).amin(dim=1), torch.where(own, y, -inf).amax(dim=1)
+        x0, y0, x1, y1 = masked_extents(own, screen_xy[boxes.view]).unbind(dim=1)
         width = (box_xyxy[:, 2] - box_xyxy[:, 0]).clamp(min=1.0)
         height = (box_xyxy[:, 3] - box_xyxy[:, 1]).clamp(min=1.0)
         gaps.append(((x0 - box_xyxy[:, 0]) / width + (box_xyxy[:, 2] - x1) / width

@@ -24,6 +24,15 @@ def points_inside_boxes(screen_xy: torch.Tensor, boxes: torch.Tensor) -> torch.T
     return (x > boxes[:, None, 0]) & (x < boxes[:, None, 2]) & (y > boxes[:, None, 1]) & (y < boxes[:, None, 3])
 
 
+def masked_extents(mask: torch.Tensor, screen_xy: torch.Tensor) -> torch.Tensor:
+    """(M, N) bool, (N, 2) screen coords of one view -> (M, 4) x0, y0, x1, y1 of each row's points (+-inf where a
+    row holds none): the 2D extent of the points a box holds."""
+    x, y = screen_xy[None, :, 0], screen_xy[None, :, 1]
+    inf = torch.tensor(float("inf"), device=screen_xy.device, dtype=screen_xy.dtype)
+    return torch.stack([torch.where(mask, x, inf).amin(dim=1), torch.where(mask, y, inf).amin(dim=1),
+                        torch.where(mask, x, -inf).amax(dim=1), torch.where(mask, y, -inf).amax(dim=1)], dim=1)
+
+
 def points_inside_masks(screen_xy: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """(N, 2) screen coords, (M, H, W) bool masks -> (M, N) bool: the point's pixel is in the mask."""
     height, width = masks.shape[1:]
@@ -206,10 +215,8 @@ def agreeing_views(kept: list[_ViewBoxes], xyxy: list[torch.Tensor], screen_xy: 
     count = torch.zeros(in_part.shape[1], dtype=torch.long, device=in_part.device)
     for boxes, box_xyxy in zip(kept, xyxy):  # V views; (M, N) inside
         held = boxes.inside & agreed[boxes.labels]
-        x, y = screen_xy[boxes.view, :, 0][None, :], screen_xy[boxes.view, :, 1][None, :]
-        inf = torch.tensor(float("inf"), device=x.device)
-        width = torch.where(held, x, -inf).amax(dim=1) - torch.where(held, x, inf).amin(dim=1)
-        height = torch.where(held, y, -inf).amax(dim=1) - torch.where(held, y, inf).amin(dim=1)
+        extent = masked_extents(held, screen_xy[boxes.view])
+        width, height = extent[:, 2] - extent[:, 0], extent[:, 3] - extent[:, 1]
         spanned = (held.any(dim=1) & ((width / (box_xyxy[:, 2] - box_xyxy[:, 0]).clamp(min=1.0)).clamp(max=1.0)
                                       * (height / (box_xyxy[:, 3] - box_xyxy[:, 1]).clamp(min=1.0)).clamp(max=1.0)
                                       >= fill))
